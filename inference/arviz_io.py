@@ -1,0 +1,52 @@
+"""The one place results become ArviZ data (``xarray.DataTree``) and go to or from netCDF."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import arviz_base as azb
+import numpy as np
+import xarray as xr
+
+__all__ = ["draws_to_datatree", "load_datatree", "save_datatree"]
+
+
+def draws_to_datatree(
+    posterior: Mapping[str, np.ndarray],
+    *,
+    feature_names: Sequence[str],
+    sample_stats: Mapping[str, np.ndarray] | None = None,
+    attrs: Mapping[str, object] | None = None,
+) -> xr.DataTree:
+    """Wrap draws shaped (chain, draw, ...) as a DataTree with a ``posterior`` group.
+
+    Variables whose last axis has length D (``w``, ARD ``sigma``) get the ``feature`` dim, so
+    they line up with the PyMC samplers' output in every plot.
+    """
+    d = len(feature_names)
+    dims = {
+        name: ["feature"]
+        for name, value in posterior.items()
+        if np.ndim(value) == 3 and np.shape(value)[-1] == d
+    }
+    groups = {"posterior": dict(posterior)}
+    if sample_stats:
+        groups["sample_stats"] = dict(sample_stats)
+    return azb.from_dict(
+        groups,
+        coords={"feature": list(feature_names)},
+        dims=dims,
+        attrs={"/": dict(attrs or {})},
+    )
+
+
+def save_datatree(tree: xr.DataTree, path: str | Path) -> None:
+    """Write a DataTree as netCDF (h5netcdf engine; no system netCDF library needed)."""
+    tree.to_netcdf(path, engine="h5netcdf")
+
+
+def load_datatree(path: str | Path) -> xr.DataTree:
+    """Read a DataTree written by :func:`save_datatree`, fully into memory."""
+    with xr.open_datatree(path, engine="h5netcdf") as tree:
+        return tree.load()

@@ -1,0 +1,200 @@
+"""The ``hyperbayes`` command: parse, run a method (or the comparison), print, map errors.
+
+Exit codes: 0 success (a degenerate optimum is a finding, not a failure); 1 a method failed
+while running; 2 bad input (data, options, an existing output directory). Errors are one line
+on stderr, never a traceback (``--debug`` shows it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from models.data import DataError, DataWarning, Dataset, load_csv, load_diabetes
+from models.hyperpriors import ImproperPriorError, default_hyperpriors, parse_hyperprior
+from inference.registry import METHODS, get_runner
+from inference.results import MethodSummary, RunOptions
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class UsageError(ValueError):
+    """Bad command-line input (exit code 2)."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hyperbayes`` console script; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            # A data warning is shown once, as one line, not with a source excerpt.
+            warnings.simplefilter("always", DataWarning)
+            warnings.showwarning = _one_line_warning
+            return args.handler(args)
+    except (DataError, ImproperPriorError, UsageError, FileExistsError, ValueError) as exc:
+        if getattr(args, "debug", False):
+            raise
+        print(f"hyperbayes: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("hyperbayes: interrupted; nothing was written.", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a method failed while running: one line, no traceback
+        if getattr(args, "debug", False):
+            raise
+        print(f"hyperbayes: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hyperbayes",
+        description="Learn the prior scale of a Bayesian linear regression five ways, "
+        "checked against the exact answer.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    fit = sub.add_parser("fit", help="run one method and print its result")
+    fit.add_argument("method", choices=list(METHODS), help="the method to run")
+    _add_data_options(fit)
+    _add_model_options(fit)
+    fit.add_argument("--out", type=Path, help="write a run directory (summary.json, draws as netCDF)")
+    fit.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    fit.set_defaults(handler=_cmd_fit)
+
+    demo = sub.add_parser("demo", help="the main job: every method on the built-in diabetes data")
+    demo.add_argument("--out", type=Path, help="run directory (default: a new hyperbayes-demo-* here)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    demo.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    demo.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, help="CSV file with a header row (default: built-in diabetes data)")
+    p.add_argument("--target", help="name of the target column in --data")
+    p.add_argument("--no-intercept", action="store_true", help="do not centre X and y")
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    noise = p.add_mutually_exclusive_group()
+    noise.add_argument("--noise", type=float, help="known noise standard deviation delta")
+    noise.add_argument("--learn-noise", action="store_true", help="learn delta (the default)")
+    p.add_argument("--noise-prior", help="prior on delta when learned (default: halfnormal:sd(y))")
+    p.add_argument("--hyperprior", help="prior on sigma, e.g. halfnormal:1 (default: scaled to the data)")
+    p.add_argument("--ard", action="store_true", help="one sigma per feature where supported")
+    p.add_argument("--seed", type=int, default=0, help="seed for every random step (default 0)")
+    p.add_argument("--draws", type=int, help="draws per chain for the samplers")
+    p.add_argument("--chains", type=int, help="number of chains for the samplers")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+
+def load_data(args: argparse.Namespace) -> Dataset:
+    """The data named on the command line (or the built-in standardised diabetes data)."""
+    if args.data is None:
+        if args.target is not None:
+            raise UsageError("--target needs --data (the built-in data's target is fixed).")
+        return load_diabetes(scaled=True)
+    if args.target is None:
+        raise UsageError("--data needs --target COL naming the column to predict.")
+    return load_csv(args.data, target=args.target)
+
+
+def prepare(args: argparse.Namespace) -> tuple[Dataset, object, RunOptions]:
+    """Load, centre and validate everything before any method runs."""
+    data = load_data(args)
+    centering = None
+    if not args.no_intercept:
+        data, centering = data.center()
+    default_sigma, default_noise = default_hyperpriors(data)
+    noise_prior = parse_hyperprior(args.noise_prior) if args.noise_prior else default_noise
+    if args.noise is not None and args.noise_prior:
+        raise UsageError("--noise-prior goes with a learned noise; drop it or drop --noise.")
+    options = RunOptions(
+        hyperprior=parse_hyperprior(args.hyperprior) if args.hyperprior else default_sigma,
+        noise=args.noise,
+        noise_prior=None if args.noise is not None else noise_prior,
+        seed=args.seed,
+        draws=args.draws,
+        chains=args.chains,
+        ard=args.ard,
+        progress=not args.quiet,
+    )
+    note = data.methods_note()
+    if note and not args.quiet:
+        print(f"hyperbayes: note: {note}", file=sys.stderr)
+    return data, centering, options
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    data, centering, options = prepare(args)
+    if args.out is not None and args.out.exists():
+        raise FileExistsError(f"output directory {args.out} exists already; choose a new --out.")
+    runner = get_runner(args.method)
+    _progress(args, f"running {args.method} on N = {data.n}, D = {data.d} ...")
+    start = time.perf_counter()
+    summary = runner(data, options).with_centering(centering)
+    if summary.wall_time is None:
+        summary = replace(summary, wall_time=time.perf_counter() - start)
+    payload = summary.to_json()
+    payload.setdefault("hyperprior", str(options.hyperprior))
+    payload.setdefault("noise_prior", str(options.noise_prior) if options.noise_prior else None)
+    if args.out is not None:
+        from inference.rundir import write_run_directory
+
+        write_run_directory(args.out, summary=payload, datatrees={args.method: summary.draws})
+        _progress(args, f"wrote {args.out}")
+    if args.json:
+        print(json.dumps(payload))
+    else:
+        print(_human(summary))
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from inference.demo import run_demo
+
+    out = run_demo(out=args.out, seed=args.seed, progress=not args.quiet)
+    print(f"report: {out / 'report.html'}" if (out / "report.html").exists() else f"results: {out}")
+    return EXIT_OK
+
+
+def _human(s: MethodSummary) -> str:
+    def fmt(x):
+        return "n/a" if x is None else f"{x:.4g}"
+
+    lines = [f"method: {s.method}", f"sigma: {fmt(s.sigma)}"]
+    if s.sigma_interval:
+        lines.append(f"sigma 95% interval: [{fmt(s.sigma_interval[0])}, {fmt(s.sigma_interval[1])}]")
+    lines += [f"noise: {fmt(s.noise)}", f"log evidence: {fmt(s.log_evidence)}"]
+    if s.intercept is not None:
+        lines.append(f"intercept: {fmt(s.intercept)}")
+    lines.append("weights: " + ", ".join(fmt(w) for w in s.weights))
+    if s.degenerate:
+        lines.append("degenerate: yes")
+    lines += [f"warning: {w}" for w in s.warnings]
+    return "\n".join(lines)
+
+
+def _progress(args: argparse.Namespace, message: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(f"hyperbayes: {message}", file=sys.stderr)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"hyperbayes: warning: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Sufficient statistics of the linear-Gaussian model: G = X^T X, b = X^T y, v = y^T y, N.
+
+Everything the model says about the data goes through these (MATH.md section 1). They are
+built in one pass, can be accumulated chunk by chunk and merged (``a + b``), and carry one
+cached eigendecomposition of G, so that every later evaluation of the marginal likelihood,
+the posterior of w or a ridge fit costs O(D) or O(D^2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = ["Eigen", "SufficientStats"]
+
+
+@dataclass(frozen=True)
+class Eigen:
+    """G = V diag(lam) V^T and the rotated cross-product bt = V^T b."""
+
+    lam: NDArray[np.float64]
+    V: NDArray[np.float64]
+    bt: NDArray[np.float64]
+
+
+@dataclass(frozen=True, eq=False)
+class SufficientStats:
+    """(G, b, v, N) for data (X, y); see MATH.md section 1.
+
+    Build with :meth:`from_arrays` or :meth:`from_dataset`; add two to pool their data.
+    """
+
+    G: NDArray[np.float64]
+    b: NDArray[np.float64]
+    v: float
+    n: int
+
+    @classmethod
+    def from_arrays(cls, X: ArrayLike, y: ArrayLike) -> SufficientStats:
+        """Statistics of one chunk of rows (X: n x D, y: n)."""
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        return cls(G=X.T @ X, b=X.T @ y, v=float(y @ y), n=int(X.shape[0]))
+
+    @classmethod
+    def from_dataset(cls, data) -> SufficientStats:
+        """Statistics of a :class:`models.data.Dataset`."""
+        return cls.from_arrays(data.X, data.y)
+
+    def __add__(self, other: SufficientStats) -> SufficientStats:
+        if self.G.shape != other.G.shape:
+            raise ValueError(f"cannot merge statistics of D={self.d} and D={other.d} features.")
+        return SufficientStats(self.G + other.G, self.b + other.b, self.v + other.v, self.n + other.n)
+
+    def __sub__(self, other: SufficientStats) -> SufficientStats:
+        """Remove a chunk's statistics (e.g. a CV fold) from the totals."""
+        if self.G.shape != other.G.shape:
+            raise ValueError(f"cannot subtract statistics of D={other.d} from D={self.d}.")
+        return SufficientStats(self.G - other.G, self.b - other.b, self.v - other.v, self.n - other.n)
+
+    @property
+    def d(self) -> int:
+        """Number of features D."""
+        return self.G.shape[0]
+
+    @cached_property
+    def eigen(self) -> Eigen:
+        """The eigendecomposition of G (computed once; negative round-off clipped to 0)."""
+        lam, V = np.linalg.eigh(self.G)
+        bt = V.T @ self.b
+        # Directions with (numerically) zero eigenvalue are the null space of X; b = X^T y has
+        # no component there in exact arithmetic, so round-off must not be left to be
+        # amplified by sigma^2 (N < D, collinear columns).
+        null = lam <= lam.max(initial=0.0) * self.d * np.finfo(float).eps
+        lam = np.where(null, 0.0, lam)
+        bt = np.where(null, 0.0, bt)
+        return Eigen(lam=lam, V=V, bt=bt)
+
+    def residual_sum_of_squares(self, w: ArrayLike) -> float:
+        """||y - X w||^2 = v - 2 w.b + w^T G w, without the data."""
+        w = np.asarray(w, dtype=float)
+        return float(self.v - 2 * w @ self.b + w @ self.G @ w)
+
+
+def log_marginal_likelihood_eigen(lam, bt, v, n, sigma2, noise2, xp=np):
+    """log p(y | sigma, delta) from the eigen-statistics (MATH.md section 3), O(D).
+
+    One implementation serves NumPy (``xp=numpy``, vectorised: ``sigma2`` and ``noise2``
+    broadcast against each other, any shape) and PyTensor (``xp=pytensor.tensor``, inside a
+    PyMC model). The quadratic term is written as bt^2 sigma^2 / (delta^2 + sigma^2 lam), which
+    stays finite at sigma = 0 and for lam = 0 (rank-deficient X, N < D).
+    """
+    s2 = sigma2[..., None]
+    d2 = noise2[..., None]
+    logdet = xp.sum(xp.log1p(s2 * lam / d2), axis=-1)
+    explained = xp.sum(bt**2 * s2 / (d2 + s2 * lam), axis=-1)
+    return -0.5 * (n * xp.log(2 * np.pi * noise2) + logdet + (v - explained) / noise2)
