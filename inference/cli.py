@@ -71,6 +71,18 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     fit.set_defaults(handler=_cmd_fit)
 
+    cmp_ = sub.add_parser("compare", help="run every method on the same data into a run directory")
+    _add_data_options(cmp_)
+    _add_model_options(cmp_)
+    cmp_.add_argument("--methods", help=f"comma-separated subset of {','.join(METHODS)} (default all)")
+    cmp_.add_argument("--out", type=Path, required=True, help="the run directory to create")
+    cmp_.set_defaults(handler=_cmd_compare)
+
+    rep = sub.add_parser("report", help="re-render report.html of a run directory from its files")
+    rep.add_argument("run_dir", type=Path)
+    rep.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    rep.set_defaults(handler=_cmd_report)
+
     demo = sub.add_parser("demo", help="the main job: every method on the built-in diabetes data")
     demo.add_argument("--out", type=Path, help="run directory (default: a new hyperbayes-demo-* here)")
     demo.add_argument("--seed", type=int, default=0)
@@ -162,11 +174,41 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from inference.compare import compare
+    from inference.report import REPORT_NAME, write_comparison
+
+    data, centering, options = prepare(args)
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+    unknown = [m for m in methods or [] if m not in METHODS]
+    if unknown:
+        raise UsageError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}.")
+    if args.out.exists():
+        raise FileExistsError(f"output directory {args.out} exists already; choose a new --out.")
+    result = compare(data, options, methods=methods, centering=centering, progress=options.progress)
+    source = str(args.data) if args.data else "diabetes (Efron et al. 2004; columns centred, unit norm)"
+    out = write_comparison(args.out, result, data, dataset=source)
+    failed = [r.method for r in result.rows if r.status == "failed"]
+    print(f"report: {out / REPORT_NAME}")
+    if failed:
+        print(f"hyperbayes: {len(failed)} method(s) failed: {', '.join(failed)}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from inference.report import write_report
+
+    if not (args.run_dir / "summary.json").is_file():
+        raise UsageError(f"{args.run_dir} is not a run directory (no summary.json).")
+    print(f"report: {write_report(args.run_dir)}")
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from inference.demo import run_demo
 
     out = run_demo(out=args.out, seed=args.seed, progress=not args.quiet)
-    print(f"report: {out / 'report.html'}" if (out / "report.html").exists() else f"results: {out}")
+    print(f"report: {out / 'report.html'}")
     return EXIT_OK
 
 

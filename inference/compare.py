@@ -1,0 +1,166 @@
+"""Every method on the same data, side by side: the comparison table behind the report.
+
+``compare`` loops over the method table (``inference.registry.METHODS``), calls each method's
+``run`` with the same options and seed, and isolates failures: a method that raises is a row
+marked ``failed`` with its message while the others complete.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from models.data import Centering, Dataset
+from models.hyperpriors import ImproperPriorError
+from inference.registry import METHODS, get_runner
+from inference.results import MethodSummary, RunOptions, json_safe
+
+__all__ = ["Comparison", "ComparisonRow", "compare"]
+
+Status = Literal["ok", "warnings", "degenerate", "failed", "not applicable"]
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    """One method's line of the comparison table."""
+
+    method: str
+    status: Status
+    sigma: float | None = None
+    sigma_interval: tuple[float, float] | None = None
+    noise: float | None = None
+    ridge_lambda: float | None = None
+    log_evidence: float | None = None
+    heldout_error: float | None = None
+    wall_time: float | None = None
+    warnings: tuple[str, ...] = ()
+    message: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return json_safe(
+            {
+                "method": self.method,
+                "status": self.status,
+                "sigma": self.sigma,
+                "sigma_interval": self.sigma_interval,
+                "noise": self.noise,
+                "lambda": self.ridge_lambda,
+                "log_evidence": self.log_evidence,
+                "heldout_error": self.heldout_error,
+                "wall_time": self.wall_time,
+                "warnings": list(self.warnings),
+                "message": self.message,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The table (one row per method, the exact oracle's among them) and the full results."""
+
+    rows: tuple[ComparisonRow, ...]
+    results: dict[str, MethodSummary] = field(repr=False)
+    options: RunOptions
+    n: int
+    d: int
+
+    def row(self, method: str) -> ComparisonRow:
+        for r in self.rows:
+            if r.method == method:
+                return r
+        raise KeyError(f"no row for {method!r}; the rows are {[r.method for r in self.rows]}.")
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``summary.json`` of a run directory (per-method objects follow ``fit --json``)."""
+        return json_safe(
+            {
+                "n": self.n,
+                "d": self.d,
+                "hyperprior": str(self.options.hyperprior),
+                "noise": self.options.noise,
+                "noise_prior": str(self.options.noise_prior) if self.options.noise_prior else None,
+                "seed": self.options.seed,
+                "table": [r.to_json() for r in self.rows],
+                "methods": {m: s.to_json() for m, s in self.results.items()},
+            }
+        )
+
+
+def compare(
+    data: Dataset,
+    options: RunOptions,
+    *,
+    methods: Sequence[str] | None = None,
+    centering: Centering | None = None,
+    progress: bool = False,
+) -> Comparison:
+    """Run ``methods`` (default: all of them) on ``data`` with the same options and seed.
+
+    Parameters
+    ----------
+    data : Dataset
+        Validated (and centred, if an intercept is wanted) data.
+    options : RunOptions
+        Hyperprior, noise, seed and sampler sizes, shared by every method.
+    methods : sequence of str, optional
+        Names from ``inference.registry.METHODS``; default all, in that table's order.
+    centering : Centering, optional
+        Used to report each method's intercept.
+    progress : bool
+        Say on stderr which method is running.
+
+    Returns
+    -------
+    Comparison
+    """
+    names = list(METHODS) if methods is None else list(methods)
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}.")
+    rows, results = [], {}
+    for i, name in enumerate(names, start=1):
+        if progress:
+            print(f"hyperbayes: [{i}/{len(names)}] {name} ...", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        try:
+            summary = get_runner(name)(data, options).with_centering(centering)
+        except ImproperPriorError as exc:
+            rows.append(ComparisonRow(name, "not applicable", message=str(exc)))
+            continue
+        except Exception as exc:  # isolate the failure; the other methods still run
+            message = f"{type(exc).__name__}: {exc}"
+            if progress:
+                print(f"hyperbayes: {name} failed: {message}", file=sys.stderr)
+                traceback.print_exc(limit=3, file=sys.stderr)
+            rows.append(
+                ComparisonRow(name, "failed", wall_time=time.perf_counter() - start, message=message)
+            )
+            continue
+        results[name] = summary
+        rows.append(_row(summary, time.perf_counter() - start))
+        if progress:
+            print(f"hyperbayes: {name} done in {rows[-1].wall_time:.1f} s", file=sys.stderr)
+    return Comparison(tuple(rows), results, options, data.n, data.d)
+
+
+def _row(s: MethodSummary, elapsed: float) -> ComparisonRow:
+    lam = s.extra.get("lambda")
+    if lam is None and s.sigma and s.noise:
+        lam = (s.noise / s.sigma) ** 2  # the ridge penalty implied by (sigma, delta)
+    status: Status = "degenerate" if s.degenerate else ("warnings" if s.warnings else "ok")
+    return ComparisonRow(
+        method=s.method,
+        status=status,
+        sigma=s.sigma,
+        sigma_interval=s.sigma_interval,
+        noise=s.noise,
+        ridge_lambda=lam,
+        log_evidence=s.log_evidence,
+        heldout_error=s.extra.get("cv_score"),
+        wall_time=s.wall_time if s.wall_time is not None else elapsed,
+        warnings=tuple(s.warnings),
+    )

@@ -1,0 +1,198 @@
+"""The report's figures, each drawn from what a run directory holds (no method is re-run).
+
+Every function returns a matplotlib Figure (or, for ArviZ plots, PNG bytes); the report
+embeds them. Plotting lives here and in the notebooks only, never in a runner.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from models.data import Dataset  # noqa: E402
+from models.hyperpriors import parse_hyperprior  # noqa: E402
+from models.sufficient_stats import SufficientStats  # noqa: E402
+from inference.linear_gaussian import log_marginal_likelihood  # noqa: E402
+
+__all__ = [
+    "arviz_png",
+    "cv_curve",
+    "figure_png",
+    "joint_map_landscape",
+    "marginal_likelihood_curve",
+    "sigma_posteriors",
+    "smc_evidence",
+]
+
+COLORS = {"exact": "black", "nuts": "C0", "smc": "C1", "eb": "C2", "joint-map": "C3", "cv": "C4"}
+
+
+def figure_png(fig) -> bytes:
+    """A Matplotlib figure as PNG bytes (and the figure closed)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def arviz_png(plot_collection) -> bytes:
+    """An ArviZ (arviz_plots) PlotCollection as PNG bytes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "plot.png"
+        plot_collection.savefig(path, dpi=80, bbox_inches="tight")
+        data = path.read_bytes()
+    plt.close("all")
+    return data
+
+
+def joint_map_landscape(data: Dataset, summary: dict[str, Any], methods: dict[str, Any]):
+    """Joint log density over (w along one direction, log sigma), with the collapse path.
+
+    The slice is w = t * w_dir, with w_dir the least-squares-like direction of the data
+    (the joint-MAP point's weights, or the EB weights); for D = 1 it is the full picture.
+    """
+    jm = methods.get("joint-map", {})
+    noise = jm.get("noise") or summary.get("noise") or methods.get("eb", {}).get("noise") or 1.0
+    hp = parse_hyperprior(summary["hyperprior"])
+    st = SufficientStats.from_dataset(data)
+    w_dir = np.asarray(methods.get("eb", {}).get("weights") or jm.get("weights") or np.ones(data.d))
+    if not np.any(w_dir):
+        w_dir = np.ones(data.d)
+    d = data.d
+    t = np.linspace(-0.5, 1.6, 220)
+    log_s = np.linspace(np.log(np.linalg.norm(w_dir) / np.sqrt(d)) - 9, np.log(np.linalg.norm(w_dir) / np.sqrt(d)) + 3, 240)
+    T, U = np.meshgrid(t, log_s)
+    wn2 = (T * np.linalg.norm(w_dir)) ** 2
+    rss = st.v - 2 * T * (w_dir @ st.b) + T**2 * (w_dir @ st.G @ w_dir)
+    sig = np.exp(U)
+    J = (
+        -0.5 * rss / noise**2
+        - 0.5 * wn2 / sig**2
+        - d * U
+        + np.nan_to_num(hp.logpdf(sig), neginf=-1e300)
+    )
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    top = np.nanmax(J)
+    levels = top - np.array([400, 200, 100, 50, 25, 12, 6, 3, 1, 0.2])[::-1][::-1]
+    cs = axes[0].contour(T, U, J, levels=np.sort(levels), cmap="viridis")
+    axes[0].clabel(cs, fmt=lambda v: f"{v - top:.0f}", fontsize=7)
+    axes[0].set_xlabel("t   (w = t * w_EB)")
+    axes[0].set_ylabel("log sigma")
+    axes[0].set_title("joint log density J(w, sigma): the neck at w = 0, sigma -> 0")
+    if jm.get("sigma"):
+        axes[0].plot([], [])
+        axes[0].axhline(np.log(jm["sigma"]), color=COLORS["joint-map"], ls="--", label="joint-MAP sigma")
+        axes[0].legend(loc="lower right", fontsize=8)
+    path = jm.get("collapse_path") or {}
+    ts, ld = path.get("t"), path.get("log_density")
+    if ts and ld:
+        axes[1].semilogx(ts, ld, "o-", color=COLORS["joint-map"], label="along the collapse path")
+        if jm.get("log_density") is not None:
+            axes[1].axhline(jm["log_density"], color="grey", ls=":", label="optimiser's point")
+        axes[1].invert_xaxis()
+        axes[1].set_xlabel("t  (w = t w_hat, sigma = t ||w_hat|| / sqrt(D))")
+        axes[1].set_ylabel("joint log density")
+        axes[1].legend(fontsize=8)
+        axes[1].set_title("the density keeps growing as t -> 0")
+    else:
+        axes[1].text(0.5, 0.5, "no collapse path recorded", ha="center", transform=axes[1].transAxes)
+    fig.tight_layout()
+    return fig
+
+
+def marginal_likelihood_curve(data: Dataset, methods: dict[str, Any]):
+    """log p(y | sigma, delta_EB) over sigma, with the empirical-Bayes optimum marked."""
+    eb = methods["eb"]
+    st = SufficientStats.from_dataset(data)
+    center = eb["sigma"] if eb.get("sigma") else 1.0
+    sig = np.exp(np.linspace(np.log(center) - 6, np.log(center) + 4, 400))
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.semilogx(sig, log_marginal_likelihood(st, sig, eb["noise"]), color=COLORS["eb"])
+    if eb.get("sigma"):
+        ax.axvline(eb["sigma"], color=COLORS["eb"], ls="--", label=f"EB sigma = {eb['sigma']:.3g}")
+    for name in ("joint-map", "cv"):
+        s = methods.get(name, {}).get("sigma")
+        if s:
+            ax.axvline(s, color=COLORS[name], ls=":", label=f"{name} sigma = {s:.3g}")
+    ax.set_xlabel("sigma")
+    ax.set_ylabel("log p(y | sigma)")
+    ax.set_title(f"marginal likelihood at delta = {eb['noise']:.3g}")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def sigma_posteriors(trees: dict[str, Any], methods: dict[str, Any]):
+    """The posterior of sigma from NUTS, SMC and the exact oracle, with the point estimates."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    all_draws = []
+    for name in ("exact", "nuts", "smc"):
+        tree = trees.get(name)
+        if tree is None or "sigma" not in tree.posterior:
+            continue
+        s = np.asarray(tree.posterior["sigma"]).ravel()
+        all_draws.append(s)
+        lw = 2.5 if name == "exact" else 1.5
+        ax.hist(np.log(s), bins=60, density=True, histtype="step", lw=lw, color=COLORS[name], label=name)
+    for name in ("eb", "joint-map", "cv"):
+        s = methods.get(name, {}).get("sigma")
+        if s and s > 0:
+            ax.axvline(np.log(s), color=COLORS[name], ls="--", label=f"{name}: {s:.3g}")
+    ax.set_xlabel("log sigma")
+    ax.set_ylabel("posterior density (of log sigma)")
+    ax.set_title("posterior of the prior scale sigma")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def smc_evidence(methods: dict[str, Any]):
+    """SMC's log evidence with its error bar (and each chain), against the exact value."""
+    smc, exact = methods["smc"], methods.get("exact", {})
+    fig, ax = plt.subplots(figsize=(6, 3))
+    se = smc.get("log_evidence_se") or 0.0
+    ax.errorbar([smc["log_evidence"]], [1], xerr=[2 * se], fmt="o", color=COLORS["smc"], capsize=4, label="SMC (+-2 se)")
+    chains = smc.get("chain_log_evidence") or []
+    ax.plot(chains, np.full(len(chains), 0.8), "|", ms=12, color=COLORS["smc"], label="chains")
+    if exact.get("log_evidence") is not None:
+        ax.axvline(exact["log_evidence"], color="black", label="exact")
+    ax.set_yticks([])
+    ax.set_ylim(0.5, 1.4)
+    ax.set_xlabel("log p(y)")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def cv_curve(methods: dict[str, Any]):
+    """The cross-validation curve with its standard-error band, the choices, and HOAG's path."""
+    cv = methods["cv"]
+    curve = cv.get("curve") or {}
+    lam, score, se = (np.asarray(curve.get(k, []), dtype=float) for k in ("lambda", "score", "se"))
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    if lam.size:
+        ax.semilogx(lam, score, color=COLORS["cv"], label=f"{cv.get('scheme', 'cv')} score")
+        if se.size == lam.size:
+            ax.fill_between(lam, score - se, score + se, color=COLORS["cv"], alpha=0.2)
+    if cv.get("lambda"):
+        ax.axvline(cv["lambda"], color=COLORS["cv"], ls="--", label=f"CV lambda = {cv['lambda']:.3g}")
+    if cv.get("lambda_1se"):
+        ax.axvline(cv["lambda_1se"], color=COLORS["cv"], ls=":", label="one-standard-error choice")
+    eb = cv.get("eb_lambda")
+    if eb:
+        ax.axvline(eb, color=COLORS["eb"], ls="--", label=f"EB lambda = {eb:.3g}")
+    hoag = cv.get("hoag_path") or {}
+    if hoag.get("lambda") and hoag.get("loss"):
+        ax2 = ax.twinx()
+        ax2.semilogx(hoag["lambda"], hoag["loss"], "o-", ms=3, color="C5", label="HOAG path (validation loss)")
+        ax2.set_ylabel("HOAG validation loss")
+        ax2.legend(loc="upper right", fontsize=8)
+    ax.set_xlabel("lambda = delta^2 / sigma^2")
+    ax.set_ylabel("held-out error")
+    ax.legend(loc="upper left", fontsize=8)
+    return fig

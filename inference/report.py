@@ -1,0 +1,210 @@
+"""The diagnostic report: one self-contained HTML file rendered from a run directory.
+
+Everything is read from disk (``summary.json``, ``data.csv``, ``METHOD.nc``), so
+``hyperbayes report DIR`` re-renders it without re-running anything. Images are embedded as
+base64 PNG; the file references nothing outside itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from models.data import Dataset, load_csv
+from inference import figures
+from inference.arviz_io import load_datatree
+from inference.compare import Comparison
+from inference.rundir import write_run_directory
+
+__all__ = ["REPORT_NAME", "render_report", "write_comparison", "write_report"]
+
+REPORT_NAME = "report.html"
+
+_INTRO = {
+    "joint-map": "Maximising p(y, w | sigma) p(sigma) over w and sigma together. The joint density "
+    "has no maximum: along w -> 0, sigma -> 0 it grows without bound, so any finite answer is "
+    "a local point or the optimiser's luck.",
+    "eb": "Empirical Bayes maximises the marginal likelihood p(y | sigma), with w integrated out.",
+    "posterior": "The full posterior of sigma: NUTS and SMC against the exact oracle, with the "
+    "point estimates of the other methods.",
+    "nuts": "NUTS diagnostics: trace and rank plots, energy (BFMI), and log sigma against the first "
+    "weight with divergences marked.",
+    "smc": "Sequential Monte Carlo estimate of the evidence p(y) with its standard error from the "
+    "spread between chains, against the exact value.",
+    "cv": "Cross-validation curve of the ridge penalty lambda = delta^2 / sigma^2, with the "
+    "hypergradient (HOAG) path where one was run.",
+}
+
+
+def write_comparison(out: str | Path, result: Comparison, data: Dataset, *, dataset: str = "") -> Path:
+    """Write a comparison's run directory atomically: summary.json, data.csv, METHOD.nc (the
+    draws of every method that has them) and report.html, rendered from the files just written."""
+    summary = result.to_json()
+    summary["dataset"] = dataset
+    summary["target"] = data.target_name
+    trees = {name: s.draws for name, s in result.results.items() if s.draws is not None}
+    return write_run_directory(
+        out,
+        summary=summary,
+        datatrees=trees,
+        extra_files={
+            "data.csv": data.to_csv,
+            REPORT_NAME: lambda path: write_report(path.parent, out=path),
+        },
+    )
+
+
+def write_report(run_dir: str | Path, *, out: str | Path | None = None) -> Path:
+    """Render the report of ``run_dir`` and write it (default ``run_dir/report.html``)."""
+    run_dir = Path(run_dir)
+    target = Path(out) if out is not None else run_dir / REPORT_NAME
+    target.write_text(render_report(run_dir))
+    return target
+
+
+def render_report(run_dir: str | Path) -> str:
+    """The HTML text of the report of ``run_dir``."""
+    run_dir = Path(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    methods: dict[str, Any] = summary.get("methods", {})
+    data = load_csv(run_dir / "data.csv", target=summary.get("target", "y"))
+    trees = {p.stem: load_datatree(p) for p in sorted(run_dir.glob("*.nc"))}
+
+    parts = [_head(summary), _warning_box(summary), _table(summary)]
+    sections: list[tuple[str, str, Callable[[], Any] | None]] = [
+        ("joint-map", "Joint MAP", lambda: figures.joint_map_landscape(data, summary, methods)),
+        ("eb", "Empirical Bayes", lambda: figures.marginal_likelihood_curve(data, methods)),
+        ("posterior", "Posterior of sigma", lambda: figures.sigma_posteriors(trees, methods)),
+        ("nuts", "NUTS", None),
+        ("smc", "SMC evidence", lambda: figures.smc_evidence(methods)),
+        ("cv", "Cross-validation", lambda: figures.cv_curve(methods)),
+    ]
+    for key, title, draw in sections:
+        needs = "exact" if key == "posterior" else key
+        if needs not in methods and not (key == "posterior" and trees):
+            parts.append(_section(key, title, [], note=_missing(summary, needs)))
+            continue
+        images: list[bytes] = []
+        note = None
+        try:
+            if key == "nuts":
+                images = _nuts_images(trees.get("nuts"))
+            else:
+                images = [figures.figure_png(draw())]
+        except Exception as exc:  # a figure that cannot be drawn is said, not hidden
+            note = f"figure could not be drawn: {type(exc).__name__}: {exc}"
+        parts.append(_section(key, title, images, note=note))
+    return _page("".join(parts))
+
+
+def _nuts_images(tree) -> list[bytes]:
+    import arviz_plots as azp
+
+    if tree is None:
+        raise FileNotFoundError("nuts.nc is missing from the run directory")
+    var_names = [v for v in ("sigma", "noise", "w") if v in tree.posterior]
+    images = [
+        figures.arviz_png(azp.plot_trace_dist(tree, var_names=var_names, backend="matplotlib")),
+        figures.arviz_png(azp.plot_rank(tree, var_names=var_names, backend="matplotlib")),
+    ]
+    if "sample_stats" in tree.children and "energy" in tree.sample_stats:
+        images.append(figures.arviz_png(azp.plot_energy(tree, backend="matplotlib")))
+    first = {"feature": [str(tree.posterior["w"]["feature"].values[0])]}
+    images.append(
+        figures.arviz_png(
+            azp.plot_pair_focus(tree, "sigma", var_names=["w"], coords=first, backend="matplotlib")
+        )
+    )
+    return images
+
+
+def _missing(summary: dict[str, Any], method: str) -> str:
+    for row in summary.get("table", []):
+        if row["method"] == method:
+            return f"{method} {row['status']}: {row.get('message') or ''}"
+    return f"{method} was not run."
+
+
+def _head(summary: dict[str, Any]) -> str:
+    return (
+        "<h1>hyperbayes: how should sigma be learned?</h1>"
+        f"<p>Data: N = {summary['n']}, D = {summary['d']}"
+        f"{' (' + html.escape(summary['dataset']) + ')' if summary.get('dataset') else ''}. "
+        f"Hyperprior on sigma: <code>{html.escape(summary['hyperprior'])}</code>; noise: "
+        + (
+            f"known, delta = {summary['noise']:.4g}"
+            if summary.get("noise") is not None
+            else f"learned, prior <code>{html.escape(str(summary.get('noise_prior')))}</code>"
+        )
+        + f"; seed {summary.get('seed')}.</p>"
+    )
+
+
+def _warning_box(summary: dict[str, Any]) -> str:
+    items = []
+    for row in summary.get("table", []):
+        if row["status"] in ("failed", "not applicable") and row.get("message"):
+            items.append(f"<b>{html.escape(row['method'])}</b> {row['status']}: {html.escape(row['message'])}")
+        for w in row.get("warnings", []):
+            items.append(f"<b>{html.escape(row['method'])}</b>: {html.escape(w)}")
+    if not items:
+        return '<div class="ok">No diagnostic failed.</div>'
+    return '<div class="warn"><h2>Warnings</h2><ul>' + "".join(f"<li>{i}</li>" for i in items) + "</ul></div>"
+
+
+def _table(summary: dict[str, Any]) -> str:
+    def num(x, fmt="{:.4g}"):
+        return "" if x is None else fmt.format(x)
+
+    head = ["method", "status", "sigma", "95% interval", "noise", "lambda", "log evidence", "held-out error", "time (s)"]
+    rows = []
+    for r in summary.get("table", []):
+        interval = r.get("sigma_interval")
+        cells = [
+            html.escape(r["method"]),
+            html.escape(r["status"]),
+            num(r.get("sigma")),
+            f"[{interval[0]:.3g}, {interval[1]:.3g}]" if interval else "",
+            num(r.get("noise")),
+            num(r.get("lambda")),
+            num(r.get("log_evidence"), "{:.3f}"),
+            num(r.get("heldout_error")),
+            num(r.get("wall_time"), "{:.1f}"),
+        ]
+        rows.append(f'<tr class="{html.escape(r["status"]).replace(" ", "-")}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return (
+        "<h2>Comparison</h2><table><tr>"
+        + "".join(f"<th>{h}</th>" for h in head)
+        + "</tr>"
+        + "".join(rows)
+        + "</table>"
+    )
+
+
+def _section(key: str, title: str, images: list[bytes], *, note: str | None = None) -> str:
+    body = f"<p>{html.escape(_INTRO.get(key, ''))}</p>"
+    if note:
+        body += f'<p class="note">{html.escape(note)}</p>'
+    for png in images:
+        b64 = base64.b64encode(png).decode("ascii")
+        body += f'<img alt="{html.escape(title)}" src="data:image/png;base64,{b64}"/>'
+    return f'<section id="{key}"><h2>{html.escape(title)}</h2>{body}</section>'
+
+
+def _page(body: str) -> str:
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+        "td:first-child,td:nth-child(2){text-align:left}tr.failed{background:#fdd}"
+        "tr.degenerate,tr.warnings{background:#fff4d6}.warn{background:#fff4d6;border:2px solid #e0a000;"
+        "padding:0.5em 1em}.ok{background:#e6f6e6;padding:0.5em 1em}.note{color:#a00}"
+        "img{max-width:100%;display:block;margin:0.5em 0}"
+    )
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>hyperbayes report</title>'
+        f"<style>{style}</style></head><body>{body}</body></html>\n"
+    )
