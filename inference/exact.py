@@ -191,7 +191,15 @@ def run(data: Dataset, options: RunOptions) -> MethodSummary:
     if options.ard:
         warn.append("the exact oracle has one shared sigma; --ard is ignored here.")
     lo, hi = post.sigma_quantile([0.025, 0.975])
-    extra = {"sigma_sd": post.sigma_sd, "quadrature_error": post.quadrature_error}
+    extra = {
+        "sigma_sd": post.sigma_sd,
+        "quadrature_error": post.quadrature_error,
+        # The density of log sigma on a grid, so plots can draw the exact curve.
+        "log_sigma_density": {
+            "log_sigma": np.log(post.sigma_grid).tolist(),
+            "density": (post.sigma_density * post.sigma_grid).tolist(),
+        },
+    }
     if post.noise is None:
         extra["noise_interval"] = list(post.noise_quantile([0.025, 0.975]))
     return MethodSummary(

@@ -133,7 +133,12 @@ def sigma_posteriors(trees: dict[str, Any], methods: dict[str, Any]):
     """The posterior of sigma from NUTS, SMC and the exact oracle, with the point estimates."""
     fig, ax = plt.subplots(figsize=(7, 4))
     all_draws = []
+    curve = methods.get("exact", {}).get("log_sigma_density")
+    if curve:
+        ax.plot(curve["log_sigma"], curve["density"], color=COLORS["exact"], lw=2.5, label="exact")
     for name in ("exact", "nuts", "smc"):
+        if name == "exact" and curve:
+            continue
         tree = trees.get(name)
         if tree is None or "sigma" not in tree.posterior:
             continue
@@ -183,15 +188,15 @@ def cv_curve(methods: dict[str, Any]):
         ax.axvline(cv["lambda"], color=COLORS["cv"], ls="--", label=f"CV lambda = {cv['lambda']:.3g}")
     if cv.get("lambda_1se"):
         ax.axvline(cv["lambda_1se"], color=COLORS["cv"], ls=":", label="one-standard-error choice")
-    eb = cv.get("eb_lambda")
-    if eb:
-        ax.axvline(eb, color=COLORS["eb"], ls="--", label=f"EB lambda = {eb:.3g}")
+    eb = methods.get("eb", {})
+    if eb.get("sigma") and eb.get("noise"):
+        eb_lambda = (eb["noise"] / eb["sigma"]) ** 2
+        ax.axvline(eb_lambda, color=COLORS["eb"], ls="--", label=f"EB lambda = {eb_lambda:.3g}")
     hoag = cv.get("hoag_path") or {}
     if hoag.get("lambda") and hoag.get("loss"):
-        ax2 = ax.twinx()
-        ax2.semilogx(hoag["lambda"], hoag["loss"], "o-", ms=3, color="C5", label="HOAG path (validation loss)")
-        ax2.set_ylabel("HOAG validation loss")
-        ax2.legend(loc="upper right", fontsize=8)
+        ax.semilogx(hoag["lambda"], hoag["loss"], "o-", ms=3, lw=0.8, color="C5",
+                    label="HOAG path (one held-out fold)")
+        ax.plot(hoag["lambda"][-1], hoag["loss"][-1], "*", ms=12, color="C5")
     ax.set_xlabel("lambda = delta^2 / sigma^2")
     ax.set_ylabel("held-out error")
     ax.legend(loc="upper left", fontsize=8)
