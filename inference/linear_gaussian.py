@@ -79,10 +79,7 @@ def sufficient_stats(data: Dataset, *, route: Route = "auto") -> SufficientStats
         lam = stats.eigen.lam
         if lam[0] >= RCOND_GRAM * lam[-1]:
             return stats
-    # functools.cached_property keeps its value in the instance __dict__; filling it here
-    # hands the accurate decomposition to every consumer of ``stats.eigen``.
-    stats.__dict__["eigen"] = eigen_from_qr(data.X, data.y)
-    return stats
+    return stats.with_eigen(eigen_from_qr(data.X, data.y))
 
 
 def eigen_from_qr(X: ArrayLike, y: ArrayLike) -> Eigen:

@@ -39,11 +39,22 @@ class SufficientStats:
     n: int
 
     @classmethod
-    def from_arrays(cls, X: ArrayLike, y: ArrayLike) -> SufficientStats:
-        """Statistics of one chunk of rows (X: n x D, y: n)."""
+    def from_arrays(cls, X: ArrayLike, y: ArrayLike, *, block_rows: int = 8192) -> SufficientStats:
+        """Statistics of one chunk of rows (X: n x D, y: n), in one pass over X.
+
+        Rows are taken ``block_rows`` at a time and G and b are accumulated together, so each
+        block of X is read from memory once while it is in cache (two separate products
+        X^T X and X^T y would stream all of X twice).
+        """
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
-        return cls(G=X.T @ X, b=X.T @ y, v=float(y @ y), n=int(X.shape[0]))
+        d = X.shape[1]
+        G, b = np.zeros((d, d)), np.zeros(d)
+        for start in range(0, X.shape[0], block_rows):
+            Xb, yb = X[start : start + block_rows], y[start : start + block_rows]
+            G += Xb.T @ Xb
+            b += Xb.T @ yb
+        return cls(G=G, b=b, v=float(y @ y), n=int(X.shape[0]))
 
     @classmethod
     def from_dataset(cls, data) -> SufficientStats:
@@ -60,6 +71,15 @@ class SufficientStats:
         if self.G.shape != other.G.shape:
             raise ValueError(f"cannot subtract statistics of D={other.d} from D={self.d}.")
         return SufficientStats(self.G - other.G, self.b - other.b, self.v - other.v, self.n - other.n)
+
+    def with_eigen(self, eigen: Eigen) -> SufficientStats:
+        """The same statistics carrying a precomputed eigendecomposition (e.g. from an SVD of
+        X, more accurate than eigh(G) when X is ill-conditioned)."""
+        if eigen.lam.shape != (self.d,) or eigen.V.shape != (self.d, self.d):
+            raise ValueError(f"an eigendecomposition of a {self.d} x {self.d} G is needed.")
+        out = SufficientStats(self.G, self.b, self.v, self.n)
+        out.__dict__["eigen"] = eigen  # where functools.cached_property keeps its value
+        return out
 
     @property
     def d(self) -> int:
