@@ -17,10 +17,11 @@ matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from inference.joint_density import joint_log_density  # noqa: E402
+from inference.linear_gaussian import log_marginal_likelihood  # noqa: E402
 from models.data import Dataset  # noqa: E402
 from models.hyperpriors import parse_hyperprior  # noqa: E402
 from models.sufficient_stats import SufficientStats  # noqa: E402
-from inference.linear_gaussian import log_marginal_likelihood  # noqa: E402
 
 __all__ = [
     "arviz_png",
@@ -66,29 +67,24 @@ def joint_map_landscape(data: Dataset, summary: dict[str, Any], methods: dict[st
     w_dir = np.asarray(methods.get("eb", {}).get("weights") or jm.get("weights") or np.ones(data.d))
     if not np.any(w_dir):
         w_dir = np.ones(data.d)
-    d = data.d
     t = np.linspace(-0.5, 1.6, 220)
-    log_s = np.linspace(np.log(np.linalg.norm(w_dir) / np.sqrt(d)) - 9, np.log(np.linalg.norm(w_dir) / np.sqrt(d)) + 3, 240)
-    T, U = np.meshgrid(t, log_s)
-    wn2 = (T * np.linalg.norm(w_dir)) ** 2
-    rss = st.v - 2 * T * (w_dir @ st.b) + T**2 * (w_dir @ st.G @ w_dir)
-    sig = np.exp(U)
-    J = (
-        -0.5 * rss / noise**2
-        - 0.5 * wn2 / sig**2
-        - d * U
-        + np.nan_to_num(hp.logpdf(sig), neginf=-1e300)
+    center = np.log(np.linalg.norm(w_dir) / np.sqrt(data.d))  # sigma_hat(w_dir)
+    T, U = np.meshgrid(t, np.linspace(center - 9, center + 3, 240))
+    learned = summary.get("noise") is None
+    noise_prior = summary.get("noise_prior") if learned else None
+    J = joint_log_density(
+        st, T[..., None] * w_dir, np.exp(U), noise=noise, hyperprior=hp, noise_prior=noise_prior
     )
+    J = np.where(np.isfinite(J), J, np.nan)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     top = np.nanmax(J)
-    levels = top - np.array([400, 200, 100, 50, 25, 12, 6, 3, 1, 0.2])[::-1][::-1]
-    cs = axes[0].contour(T, U, J, levels=np.sort(levels), cmap="viridis")
+    levels = np.sort(top - np.array([400, 200, 100, 50, 25, 12, 6, 3, 1, 0.2]))
+    cs = axes[0].contour(T, U, J, levels=levels, cmap="viridis")
     axes[0].clabel(cs, fmt=lambda v: f"{v - top:.0f}", fontsize=7)
     axes[0].set_xlabel("t   (w = t * w_EB)")
     axes[0].set_ylabel("log sigma")
     axes[0].set_title("joint log density J(w, sigma): the neck at w = 0, sigma -> 0")
     if jm.get("sigma"):
-        axes[0].plot([], [])
         axes[0].axhline(np.log(jm["sigma"]), color=COLORS["joint-map"], ls="--", label="joint-MAP sigma")
         axes[0].legend(loc="lower right", fontsize=8)
     path = jm.get("collapse_path") or {}
