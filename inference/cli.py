@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from numpy.linalg import LinAlgError
+
 from models.data import DataError, DataWarning, Dataset, load_csv, load_diabetes
 from models.hyperpriors import ImproperPriorError, default_hyperpriors, parse_hyperprior
 from inference.registry import METHODS, get_runner
@@ -30,6 +32,9 @@ class UsageError(ValueError):
     """Bad command-line input (exit code 2)."""
 
 
+_BAD_INPUT = (DataError, ImproperPriorError, UsageError, FileExistsError, ValueError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hyperbayes`` console script; returns the exit code."""
     parser = _parser()
@@ -40,17 +45,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.simplefilter("always", DataWarning)
             warnings.showwarning = _one_line_warning
             return args.handler(args)
-    except (DataError, ImproperPriorError, UsageError, FileExistsError, ValueError) as exc:
-        if getattr(args, "debug", False):
-            raise
-        print(f"hyperbayes: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("hyperbayes: interrupted; nothing was written.", file=sys.stderr)
         return 130
-    except Exception as exc:  # a method failed while running: one line, no traceback
+    except Exception as exc:  # one line, no traceback
         if getattr(args, "debug", False):
             raise
+        # LinAlgError subclasses ValueError, but it is a method failing, not bad input.
+        if isinstance(exc, _BAD_INPUT) and not isinstance(exc, LinAlgError):
+            print(f"hyperbayes: error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
         print(f"hyperbayes: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILED
 

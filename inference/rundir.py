@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,10 @@ def write_run_directory(
             f"output directory {out} exists already; choose a new --out or remove it."
         )
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    # Not tempfile.mkdtemp: its mode 0700 would survive the rename and hide the results from
+    # everyone else; mkdir honours the user's umask like any other new directory.
+    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex}.partial"
+    tmp.mkdir()
     try:
         (tmp / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
         for name, tree in (datatrees or {}).items():

@@ -129,7 +129,7 @@ def _noise(noise: float | Hyperprior | str):
     noise = float(noise)
     if not (np.isfinite(noise) and noise > 0):
         raise ValueError(f"noise must be a positive number, got {noise}; or pass a hyperprior.")
-    return noise
+    return np.float64(noise)  # not a Python float: PyTensor would make 0.5 a float32 constant
 
 
 def _ard_log_marginal(st: SufficientStats, sigma2, noise2):

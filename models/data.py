@@ -187,9 +187,14 @@ class Dataset:
 
     def to_csv(self, path: str | Path) -> None:
         """Write the data as CSV (features then target), readable by :func:`load_csv`."""
-        header = ",".join((*self.feature_names, self.target_name))
-        table = np.column_stack([self.X, self.y])
-        np.savetxt(path, table, delimiter=",", header=header, comments="", fmt="%.17g")
+        # The csv module quotes names containing commas or quotes, so load_csv reads them back;
+        # repr() of a float is the shortest string that round-trips exactly.
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow((*self.feature_names, self.target_name))
+            writer.writerows(
+                [*map(repr, row)] for row in np.column_stack([self.X, self.y]).tolist()
+            )
 
     def methods_note(self) -> str | None:
         """A note for N < D: which methods still work, or None when N >= D."""
@@ -266,7 +271,7 @@ def load_csv(path: str | Path, *, target: str) -> Dataset:
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # not the locale's; drops an Excel BOM
     except FileNotFoundError:
         raise DataError(f"no such file: {path}; check the path given with --data.") from None
     except IsADirectoryError:
@@ -300,10 +305,12 @@ def load_diabetes(*, scaled: bool = True) -> Dataset:
 
 
 def _dataset_from_csv_text(text: str, *, target: str, source: str) -> Dataset:
-    rows = [r for r in csv.reader(text.splitlines()) if any(cell.strip() for cell in r)]
+    # Blank lines are skipped, but each row keeps its line number in the file for messages.
+    reader = csv.reader(text.splitlines())
+    rows = [(reader.line_num, r) for r in reader if any(cell.strip() for cell in r)]
     if not rows:
         raise DataError(f"{source} is empty; it needs a header row and at least one data row.")
-    header = [h.strip() for h in rows[0]]
+    header = [h.strip() for h in rows[0][1]]
     _check_unique(header, where=f"the header of {source}")
     if target not in header:
         raise DataError(
@@ -314,17 +321,17 @@ def _dataset_from_csv_text(text: str, *, target: str, source: str) -> Dataset:
     if not body:
         raise DataError(f"{source} has a header but no data rows.")
     values = np.empty((len(body), len(header)))
-    for i, row in enumerate(body, start=2):
+    for k, (line, row) in enumerate(body):
         if len(row) != len(header):
             raise DataError(
-                f"{source} line {i} has {len(row)} cells but the header has {len(header)}."
+                f"{source} line {line} has {len(row)} cells but the header has {len(header)}."
             )
         for j, cell in enumerate(row):
             try:
-                values[i - 2, j] = float(cell)
+                values[k, j] = float(cell)
             except ValueError:
                 raise DataError(
-                    f"{source} line {i}, column {header[j]!r}: {cell!r} is not a number; "
+                    f"{source} line {line}, column {header[j]!r}: {cell!r} is not a number; "
                     "encode categorical columns numerically, fill empty cells, or drop them."
                 ) from None
     t = header.index(target)

@@ -68,14 +68,19 @@ class Hyperprior:
         object.__setattr__(self, "params", tuple(float(p) for p in self.params))
         for name, value in zip(names, self.params, strict=True):
             if not (np.isfinite(value) and value > 0):
-                raise ValueError(f"{self.kind}: {name} must be a positive number, got {value}.")
+                raise ValueError(
+                    f"{self.kind}: {name} must be a positive number, got {value}; {_USAGE}."
+                )
         if self.kind == "loguniform" and not self.params[0] < self.params[1]:
-            raise ValueError(f"loguniform needs LOWER < UPPER, got {self.params}.")
+            raise ValueError(f"loguniform needs LOWER < UPPER, got {self.params}; {_USAGE}.")
 
     def __str__(self) -> str:
         if not self.params:
             return self.kind
-        return f"{self.kind}:" + ",".join(f"{p:g}" for p in self.params)
+        # Short form where it is exact, else repr, so that parse_hyperprior(str(h)) == h.
+        return f"{self.kind}:" + ",".join(
+            f"{p:g}" if float(f"{p:g}") == p else repr(p) for p in self.params
+        )
 
     @property
     def proper(self) -> bool:
@@ -155,19 +160,22 @@ class Hyperprior:
         import pytensor.tensor as pt
 
         kw = {"dims": dims} if dims is not None else {"shape": shape} if shape is not None else {}
+        # NumPy float64, not Python floats: PyTensor turns a Python float that is exact in
+        # float32 (2.0, 0.5) into a float32 constant, and log(scale) would lose ~1e-9.
+        p = tuple(np.float64(x) for x in self.params)
         match self.kind:
             case "halfnormal":
-                return pm.HalfNormal(name, sigma=self.params[0], **kw)
+                return pm.HalfNormal(name, sigma=p[0], **kw)
             case "halfcauchy":
-                return pm.HalfCauchy(name, beta=self.params[0], **kw)
+                return pm.HalfCauchy(name, beta=p[0], **kw)
             case "exponential":
-                return pm.Exponential(name, scale=self.params[0], **kw)
+                return pm.Exponential(name, scale=p[0], **kw)
             case "invgamma":
-                a, b = self.params
+                a, b = p
                 variance = pm.InverseGamma(f"{name}_sq", alpha=a, beta=b, **kw)
                 return pm.Deterministic(name, pt.sqrt(variance), **({"dims": dims} if dims else {}))
             case "loguniform":
-                lo, hi = self.params
+                lo, hi = p
                 return pm.CustomDist(
                     name,
                     lo,
