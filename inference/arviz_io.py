@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -42,8 +44,23 @@ def draws_to_datatree(
 
 
 def save_datatree(tree: xr.DataTree, path: str | Path) -> None:
-    """Write a DataTree as netCDF (h5netcdf engine; no system netCDF library needed)."""
-    tree.to_netcdf(path, engine="h5netcdf")
+    """Write a DataTree as netCDF (h5netcdf engine; no system netCDF library needed).
+
+    netCDF attributes must be numbers, strings or arrays: booleans become 0/1, None is
+    dropped, and anything else (dicts, lists of mixed types) is stored as JSON text.
+    """
+    clean = tree.copy()
+    for node in clean.subtree:
+        node.attrs = {k: _netcdf_attr(v) for k, v in node.attrs.items() if v is not None}
+    clean.to_netcdf(path, engine="h5netcdf")
+
+
+def _netcdf_attr(value):
+    if isinstance(value, bool | np.bool_):
+        return int(value)
+    if isinstance(value, str | int | float | np.number | np.ndarray):
+        return value
+    return json.dumps(value, default=str)
 
 
 def load_datatree(path: str | Path) -> xr.DataTree:

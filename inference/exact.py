@@ -22,7 +22,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.special import logsumexp
 
 from models.data import Dataset
-from models.hyperpriors import Hyperprior, parse_hyperprior
+from models.hyperpriors import Hyperprior, noise_spec, parse_hyperprior
 from models.sufficient_stats import SufficientStats
 from inference.arviz_io import draws_to_datatree
 from inference.linear_gaussian import log_marginal_likelihood
@@ -160,8 +160,7 @@ def exact_posterior(
     """
     hp = parse_hyperprior(hyperprior)
     hp.require_proper("the exact posterior (the evidence)")
-    if (noise is None) == (noise_prior is None):
-        raise ValueError("give exactly one of noise (known) and noise_prior (learned).")
+    noise_spec(noise, noise_prior)  # exactly one of the two
     stats = SufficientStats.from_dataset(data)
     if noise is not None:
         noise = float(noise)

@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
-__all__ = ["FORMS", "Hyperprior", "ImproperPriorError", "default_hyperpriors", "parse_hyperprior"]
+__all__ = ["FORMS", "Hyperprior", "ImproperPriorError", "default_hyperpriors", "noise_spec", "parse_hyperprior"]
 
 Kind = Literal["halfnormal", "halfcauchy", "exponential", "invgamma", "loguniform", "flat"]
 
@@ -233,3 +233,18 @@ def default_hyperpriors(data) -> tuple[Hyperprior, Hyperprior]:
         Hyperprior("halfnormal", (float(f"{sd_y / sd_x:.3g}"),)),
         Hyperprior("halfnormal", (float(f"{sd_y:.3g}"),)),
     )
+
+
+def noise_spec(
+    noise: float | None, noise_prior: Hyperprior | str | None
+) -> float | Hyperprior | str:
+    """The ``noise`` argument of the builders from the methods' pair of options.
+
+    Exactly one must be given: a known noise scale, or a prior to learn it with.
+    """
+    if (noise is None) == (noise_prior is None):
+        raise ValueError(
+            "give exactly one of noise (a known noise scale) and noise_prior (to learn it), "
+            f"got noise={noise!r}, noise_prior={noise_prior!r}."
+        )
+    return noise if noise is not None else noise_prior
