@@ -171,10 +171,10 @@ def exact_posterior(
         np_ = parse_hyperprior(noise_prior)
         np_.require_proper("the exact posterior with learned noise")
         nodes = _learned_noise_nodes(stats, hp, np_, tol)
-    log_sigma, log_noise, log_w, log_z, err = nodes
+    log_sigma, log_noise, log_w, log_z, err, log_density = nodes
     weights = np.exp(log_w - log_z)
     weights /= weights.sum()
-    return _assemble(data, stats, noise, log_sigma, log_noise, weights, log_z, err)
+    return _assemble(data, stats, noise, log_sigma, log_noise, weights, log_z, err, log_density)
 
 
 def run(data: Dataset, options: RunOptions) -> MethodSummary:
@@ -225,7 +225,11 @@ def _known_noise_nodes(stats, hp: Hyperprior, noise: float, tol: float):
 
     lo, hi = _range_1d(logf, _reference_log_scale(stats, noise), _log_support(hp))
     u, logw, log_z, err = _simpson_refined(logf, lo, hi, tol)
-    return u, np.full_like(u, np.log(noise)), logw, log_z, err
+
+    def log_density(u_grid):  # of log sigma: the normalised integrand itself
+        return logf(u_grid) - log_z
+
+    return u, np.full_like(u, np.log(noise)), logw, log_z, err, log_density
 
 
 def _learned_noise_nodes(stats, hp: Hyperprior, noise_prior: Hyperprior, tol: float):
@@ -290,7 +294,15 @@ def _learned_noise_nodes(stats, hp: Hyperprior, noise_prior: Hyperprior, tol: fl
         _warn_accuracy(err, tol)
     err = abs(log_z - prev) if prev is not None else np.inf
     u = (rho[:, None] + t).ravel()
-    return u, t.ravel(), logw.ravel(), log_z, err
+
+    t_lo, t_hi = float(t.min()), float(t.max())
+
+    def log_density(u_grid):  # of log sigma: integrate the integrand over t at fixed u = rho + t
+        tt = np.linspace(t_lo, t_hi, 2 * m - 1)
+        vals = logf(u_grid[:, None] - tt[None, :], tt[None, :]) - log_z
+        return logsumexp(vals + np.log(_simpson_weights(tt.size, tt[1] - tt[0])), axis=1)
+
+    return u, t.ravel(), logw.ravel(), log_z, err, log_density
 
 
 def _range_1d(logf, center: float, support: tuple[float, float]) -> tuple[float, float]:
@@ -372,7 +384,9 @@ def _jitter(log_x: NDArray, rng: np.random.Generator, n: int) -> NDArray[np.floa
     return rng.uniform(-h / 2, h / 2, size=n)
 
 
-def _assemble(data, stats, noise, log_sigma, log_noise, weights, log_z, err) -> ExactPosterior:
+def _assemble(
+    data, stats, noise, log_sigma, log_noise, weights, log_z, err, log_density
+) -> ExactPosterior:
     e = stats.eigen
     sel = weights > weights.max() * 1e-18  # nodes below this carry no measurable mass
     ls, ln, pw = log_sigma[sel], log_noise[sel], weights[sel] / weights[sel].sum()
@@ -385,7 +399,9 @@ def _assemble(data, stats, noise, log_sigma, log_noise, weights, log_z, err) -> 
     sigma = np.exp(ls)
     sigma_mean = float(pw @ sigma)
     sigma_sd = float(np.sqrt(max(pw @ sigma**2 - sigma_mean**2, 0.0)))
-    grid, density = _marginal_density(ls, pw)
+    # Plot grid over the central 1 - 2e-6 of the mass (the nodes reach far into the tails).
+    u = np.linspace(*_quantile(ls, pw, [1e-6, 1 - 1e-6]), 400)
+    grid, density = np.exp(u), np.exp(log_density(u) - u)  # p(sigma) = p(log sigma) / sigma
     noise_mean = noise_sd = None
     if noise is None:
         dn = np.exp(ln)
@@ -409,14 +425,3 @@ def _assemble(data, stats, noise, log_sigma, log_noise, weights, log_z, err) -> 
         _weights=pw,
         _stats=stats,
     )
-
-
-def _marginal_density(log_sigma: NDArray, weights: NDArray, bins: int = 400):
-    """Density of sigma on a grid, from the node weights (histogram in log sigma, smoothed
-    only by the grid itself; for known noise the nodes *are* the grid and this is exact)."""
-    edges = np.linspace(log_sigma.min(), log_sigma.max(), bins + 1)
-    mass, _ = np.histogram(log_sigma, bins=edges, weights=weights)
-    centers = 0.5 * (edges[1:] + edges[:-1])
-    du = edges[1] - edges[0]
-    sigma = np.exp(centers)
-    return sigma, mass / (du * sigma)
