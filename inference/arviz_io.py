@@ -60,6 +60,11 @@ def _netcdf_attr(value):
         return int(value)
     if isinstance(value, str | int | float | np.number | np.ndarray):
         return value
+    if isinstance(value, list | tuple) and value and (
+        all(isinstance(v, str) for v in value)
+        or all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    ):
+        return list(value)  # e.g. ArviZ's sample_dims, which it reads back as a list
     return json.dumps(value, default=str)
 
 

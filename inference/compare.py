@@ -10,8 +10,9 @@ from __future__ import annotations
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from models.data import Centering, Dataset
@@ -127,7 +128,12 @@ def compare(
             print(f"hyperbayes: [{i}/{len(names)}] {name} ...", file=sys.stderr, flush=True)
         start = time.perf_counter()
         try:
-            summary = get_runner(name)(data, options).with_centering(centering)
+            # A method's Python warnings become the row's warnings: recorded where the user
+            # looks, neither lost nor printed twice.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                summary = get_runner(name)(data, options).with_centering(centering)
+            summary = _with_caught(summary, caught)
         except ImproperPriorError as exc:
             rows.append(ComparisonRow(name, "not applicable", message=str(exc)))
             continue
@@ -145,6 +151,12 @@ def compare(
         if progress:
             print(f"hyperbayes: {name} done in {rows[-1].wall_time:.1f} s", file=sys.stderr)
     return Comparison(tuple(rows), results, options, data.n, data.d)
+
+
+def _with_caught(summary: MethodSummary, caught: list[warnings.WarningMessage]) -> MethodSummary:
+    extra = [str(w.message) for w in caught if not issubclass(w.category, DeprecationWarning)]
+    new = [m for m in dict.fromkeys(extra) if m not in summary.warnings]
+    return replace(summary, warnings=(*summary.warnings, *new)) if new else summary
 
 
 def _row(s: MethodSummary, elapsed: float) -> ComparisonRow:
