@@ -181,7 +181,11 @@ def _table(summary: dict[str, Any]) -> str:
         + "".join(f"<th>{h}</th>" for h in head)
         + "</tr>"
         + "".join(rows)
-        + "</table>"
+        + "</table><p class=\"small\">lambda = delta^2 / sigma^2, the ridge penalty each method "
+        "implies. Log evidence is log p(y) for the exact oracle and SMC; for empirical Bayes it is "
+        "the maximised marginal likelihood log p(y | sigma_hat, delta_hat), which is higher than "
+        "the evidence because it does not pay for the uncertainty in sigma. Held-out error is the "
+        "cross-validation score (mean squared error).</p>"
     )
 
 
@@ -201,7 +205,7 @@ def _page(body: str) -> str:
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
         "td:first-child,td:nth-child(2){text-align:left}tr.failed{background:#fdd}"
         "tr.degenerate,tr.warnings{background:#fff4d6}.warn{background:#fff4d6;border:2px solid #e0a000;"
-        "padding:0.5em 1em}.ok{background:#e6f6e6;padding:0.5em 1em}.note{color:#a00}"
+        "padding:0.5em 1em}.ok{background:#e6f6e6;padding:0.5em 1em}.note{color:#a00}.small{font-size:85%;color:#555}"
         "img{max-width:100%;display:block;margin:0.5em 0}"
     )
     return (
