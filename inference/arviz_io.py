@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import arviz_base as azb
 import numpy as np
 import xarray as xr
 
-__all__ = ["draws_to_datatree", "load_datatree", "save_datatree"]
+__all__ = ["draws_to_datatree", "load_datatree", "pooled_draws", "save_datatree"]
 
 
 def draws_to_datatree(
@@ -72,3 +71,9 @@ def load_datatree(path: str | Path) -> xr.DataTree:
     """Read a DataTree written by :func:`save_datatree`, fully into memory."""
     with xr.open_datatree(path, engine="h5netcdf") as tree:
         return tree.load()
+
+
+def pooled_draws(tree: xr.DataTree, name: str) -> np.ndarray:
+    """All posterior draws of ``name`` with chains pooled: shape (chains * draws, ...)."""
+    values = np.asarray(tree["posterior"][name].values, dtype=float)
+    return values.reshape(-1, *values.shape[2:])

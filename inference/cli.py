@@ -18,10 +18,10 @@ from pathlib import Path
 
 from numpy.linalg import LinAlgError
 
-from models.data import DataError, DataWarning, Dataset, load_csv, load_diabetes
-from models.hyperpriors import ImproperPriorError, default_hyperpriors, parse_hyperprior
 from inference.registry import METHODS, get_runner
 from inference.results import MethodSummary, RunOptions
+from models.data import DataError, Dataset, DataWarning, load_csv, load_diabetes
+from models.hyperpriors import ImproperPriorError, default_hyperpriors, parse_hyperprior
 
 __all__ = ["main"]
 

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from models.data import Centering, Dataset
-from models.hyperpriors import ImproperPriorError
 from inference.registry import METHODS, get_runner
 from inference.results import MethodSummary, RunOptions, json_safe
+from models.data import Centering, Dataset
+from models.hyperpriors import ImproperPriorError
 
 __all__ = ["Comparison", "ComparisonRow", "compare"]
 

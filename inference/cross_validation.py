@@ -33,7 +33,7 @@ from inference.ridge import (
     residual_sum_of_squares_path,
     ridge_path,
 )
-from models.data import DataError, DataWarning, Dataset
+from models.data import DataError, Dataset, DataWarning
 from models.sufficient_stats import SufficientStats
 
 __all__ = ["DEFAULT_FOLDS", "SCHEMES", "CVResult", "cross_validate", "fold_indices", "run"]

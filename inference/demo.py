@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from inference.compare import compare
+from inference.report import write_comparison
+from inference.results import RunOptions
 from models.data import load_diabetes
 from models.hyperpriors import default_hyperpriors
-from inference.compare import compare
-from inference.results import RunOptions
-from inference.report import write_comparison
 
 __all__ = ["run_demo"]
 

@@ -29,6 +29,7 @@ import pymc as pm
 import xarray as xr
 from numpy.typing import NDArray
 
+from inference.arviz_io import pooled_draws
 from inference.diagnostics import Diagnostics, diagnose
 from inference.linear_gaussian import posterior_weights
 from inference.results import MethodSummary, RunOptions
@@ -89,8 +90,7 @@ class NutsResult:
 
     def pooled(self, name: str) -> NDArray[np.float64]:
         """All draws of a posterior variable, chains pooled: shape (chains * draws, ...)."""
-        values = np.asarray(self.draws["posterior"][name].values, dtype=float)
-        return values.reshape(-1, *values.shape[2:])
+        return pooled_draws(self.draws, name)
 
 
 def sample_posterior(

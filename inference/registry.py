@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from models.data import Dataset
 from inference.results import MethodSummary, RunOptions
+from models.data import Dataset
 
 __all__ = ["METHODS", "get_runner"]
 

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from models.data import Dataset, load_csv
 from inference import figures
 from inference.arviz_io import load_datatree
 from inference.compare import Comparison
 from inference.rundir import write_run_directory
+from models.data import Dataset, load_csv
 
 __all__ = ["REPORT_NAME", "render_report", "write_comparison", "write_report"]
 

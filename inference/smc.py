@@ -58,6 +58,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.special import logsumexp
 from threadpoolctl import threadpool_limits
 
+from inference.arviz_io import pooled_draws
 from inference.results import MethodSummary, RunOptions
 from models.builders import hierarchical_regression
 from models.data import Dataset
@@ -156,8 +157,7 @@ class SmcResult:
 
     def pooled(self, name: str) -> NDArray[np.float64]:
         """Draws of posterior variable ``name`` with chains and draws flattened to one axis."""
-        values = np.asarray(self.tree["posterior"][name].values, dtype=float)
-        return values.reshape(-1, *values.shape[2:])
+        return pooled_draws(self.tree, name)
 
 
 def smc_evidence(

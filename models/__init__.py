@@ -1,6 +1,14 @@
 """hyperbayes models: data sets and their validation, hyperpriors, and PyMC model builders."""
 
-from models.data import Centering, DataError, DataWarning, Dataset, load_csv, load_diabetes, simulate
+from models.data import (
+    Centering,
+    DataError,
+    Dataset,
+    DataWarning,
+    load_csv,
+    load_diabetes,
+    simulate,
+)
 from models.hyperpriors import Hyperprior, ImproperPriorError, parse_hyperprior
 from models.sufficient_stats import SufficientStats
 

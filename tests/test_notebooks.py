@@ -8,7 +8,6 @@ the notebooks see exactly the environment the tests run in.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
