@@ -8,7 +8,9 @@ on stderr, never a traceback (``--debug`` shows it).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import sys
 import time
 import warnings
@@ -160,7 +162,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     runner = get_runner(args.method)
     _progress(args, f"running {args.method} on N = {data.n}, D = {data.d} ...")
     start = time.perf_counter()
-    summary = runner(data, options).with_centering(centering)
+    with _progress_to_stderr(quiet=args.quiet):
+        summary = runner(data, options).with_centering(centering)
     if summary.wall_time is None:
         summary = replace(summary, wall_time=time.perf_counter() - start)
     payload = summary.to_json()
@@ -189,7 +192,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}.")
     if args.out.exists():
         raise FileExistsError(f"output directory {args.out} exists already; choose a new --out.")
-    result = compare(data, options, methods=methods, centering=centering, progress=options.progress)
+    with _progress_to_stderr(quiet=args.quiet):
+        result = compare(
+            data, options, methods=methods, centering=centering, progress=options.progress
+        )
     source = str(args.data) if args.data else "diabetes (Efron et al. 2004; columns centred, unit norm)"
     out = write_comparison(args.out, result, data, dataset=source)
     failed = [r.method for r in result.rows if r.status == "failed"]
@@ -211,7 +217,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from inference.demo import run_demo
 
-    out = run_demo(out=args.out, seed=args.seed, progress=not args.quiet)
+    with _progress_to_stderr(quiet=args.quiet):
+        out = run_demo(out=args.out, seed=args.seed, progress=not args.quiet)
     print(f"report: {out / 'report.html'}")
     return EXIT_OK
 
@@ -231,6 +238,21 @@ def _human(s: MethodSummary) -> str:
         lines.append("degenerate: yes")
     lines += [f"warning: {w}" for w in s.warnings]
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _progress_to_stderr(*, quiet: bool):
+    """Keep stdout for results: PyMC's progress bars (rich) write to stdout, so send them to
+    stderr; with ``quiet`` also silence PyMC's log messages ("Initializing NUTS ...")."""
+    logger = logging.getLogger("pymc")
+    level = logger.level
+    if quiet:
+        logger.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def _progress(args: argparse.Namespace, message: str) -> None:

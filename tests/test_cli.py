@@ -379,3 +379,22 @@ def test_console_script(tmp_path):
     assert REQUIRED_KEYS <= payload.keys()
     assert len(payload["weights"]) == 10
     assert payload["hyperprior"] == "halfnormal:1620"  # the default, scaled to the data
+
+
+def test_sampler_progress_goes_to_stderr_and_stdout_stays_one_json_object(tmp_path):
+    """PyMC draws its progress bar on stdout; with --json (and no --quiet) the CLI must keep
+    stdout for the one JSON object and show the progress on stderr."""
+    csv = tmp_path / "data.csv"
+    simulate(n=30, d=2, sigma=1.0, noise=1.0, seed=3).data.to_csv(csv)
+    script = Path(sys.executable).parent / "hyperbayes"
+    proc = subprocess.run(
+        [str(script), "fit", "nuts", "--data", str(csv), "--target", "y", "--noise", "1",
+         "--draws", "50", "--chains", "1", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("\n") == 1
+    assert json.loads(proc.stdout)["method"] == "nuts"
+    assert "running nuts" in proc.stderr and "NUTS" in proc.stderr  # progress is shown
