@@ -244,6 +244,8 @@ def _human(s: MethodSummary) -> str:
 def _progress_to_stderr(*, quiet: bool):
     """Keep stdout for results: PyMC's progress bars (rich) write to stdout, so send them to
     stderr; with ``quiet`` also silence PyMC's log messages ("Initializing NUTS ...")."""
+    import pymc  # noqa: F401  (its import sets its logger's level; do that before we change it)
+
     logger = logging.getLogger("pymc")
     level = logger.level
     if quiet:

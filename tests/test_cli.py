@@ -398,3 +398,22 @@ def test_sampler_progress_goes_to_stderr_and_stdout_stays_one_json_object(tmp_pa
     assert proc.stdout.count("\n") == 1
     assert json.loads(proc.stdout)["method"] == "nuts"
     assert "running nuts" in proc.stderr and "NUTS" in proc.stderr  # progress is shown
+
+
+def test_quiet_compare_prints_only_the_report_path(tmp_path):
+    """--quiet silences PyMC too, even though PyMC is first imported (and sets up its logger)
+    inside the run."""
+    csv = tmp_path / "data.csv"
+    simulate(n=30, d=2, sigma=1.0, noise=1.0, seed=3).data.to_csv(csv)
+    script = Path(sys.executable).parent / "hyperbayes"
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [str(script), "compare", "--data", str(csv), "--target", "y", "--noise", "1",
+         "--methods", "nuts", "--draws", "50", "--chains", "1", "--out", str(out), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert proc.stdout.strip() == f"report: {out / 'report.html'}"
