@@ -243,13 +243,14 @@ def _human(s: MethodSummary) -> str:
 @contextlib.contextmanager
 def _progress_to_stderr(*, quiet: bool):
     """Keep stdout for results: PyMC's progress bars (rich) write to stdout, so send them to
-    stderr; with ``quiet`` also silence PyMC's log messages ("Initializing NUTS ...")."""
+    stderr; with ``quiet`` also silence PyMC's log messages ("Initializing NUTS ...", and its
+    warnings, which our diagnostics report in the result)."""
     import pymc  # noqa: F401  (its import sets its logger's level; do that before we change it)
 
     logger = logging.getLogger("pymc")
     level = logger.level
     if quiet:
-        logger.setLevel(logging.WARNING)
+        logger.setLevel(logging.ERROR)  # its sampling warnings are in our diagnostics anyway
     try:
         with contextlib.redirect_stdout(sys.stderr):
             yield
