@@ -13,7 +13,7 @@ from models.hyperpriors import default_hyperpriors
 
 __all__ = ["run_demo"]
 
-DEMO_DRAWS = 1000  # per chain; 4 chains give the 4000 draws ArviZ's ESS thresholds assume
+DEMO_DRAWS = 2000  # per chain (SMC: particles per chain, >= 100 per free parameter at D = 10)
 DEMO_CHAINS = 4
 
 

@@ -55,10 +55,12 @@ def arviz_png(plot_collection) -> bytes:
 
 
 def joint_map_landscape(data: Dataset, summary: dict[str, Any], methods: dict[str, Any]):
-    """Joint log density over (w along one direction, log sigma), with the collapse path.
+    """Joint log density on the slice w = t * w_EB, over (log10 t, log sigma), with the
+    collapse path; and the density along that path.
 
-    The slice is w = t * w_dir, with w_dir the least-squares-like direction of the data
-    (the joint-MAP point's weights, or the EB weights); for D = 1 it is the full picture.
+    In logarithmic coordinates the collapse path sigma = t ||w_EB|| / sqrt(D) is a straight
+    line, and the contours show J rising without bound towards t -> 0, sigma -> 0 (MATH.md
+    section 2) while the data's own mode sits near t = 1.
     """
     jm = methods.get("joint-map", {})
     noise = jm.get("noise") or summary.get("noise") or methods.get("eb", {}).get("noise") or 1.0
@@ -67,30 +69,39 @@ def joint_map_landscape(data: Dataset, summary: dict[str, Any], methods: dict[st
     w_dir = np.asarray(methods.get("eb", {}).get("weights") or jm.get("weights") or np.ones(data.d))
     if not np.any(w_dir):
         w_dir = np.ones(data.d)
-    t = np.linspace(-0.5, 1.6, 220)
-    center = np.log(np.linalg.norm(w_dir) / np.sqrt(data.d))  # sigma_hat(w_dir)
-    T, U = np.meshgrid(t, np.linspace(center - 9, center + 3, 240))
+    center = np.log(np.linalg.norm(w_dir) / np.sqrt(data.d))  # sigma_hat(w_dir), at t = 1
+    log10_t = np.linspace(-16, 0.5, 300)
+    log_s = np.linspace(center + np.log(10.0) * -17, center + 4, 300)
+    T, U = np.meshgrid(log10_t, log_s)
     learned = summary.get("noise") is None
     noise_prior = summary.get("noise_prior") if learned else None
     J = joint_log_density(
-        st, T[..., None] * w_dir, np.exp(U), noise=noise, hyperprior=hp, noise_prior=noise_prior
+        st, (10.0**T)[..., None] * w_dir, np.exp(U), noise=noise, hyperprior=hp, noise_prior=noise_prior
     )
     J = np.where(np.isfinite(J), J, np.nan)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    top = np.nanmax(J)
-    levels = np.sort(top - np.array([400, 200, 100, 50, 25, 12, 6, 3, 1, 0.2]))
-    cs = axes[0].contour(T, U, J, levels=levels, cmap="viridis")
-    axes[0].clabel(cs, fmt=lambda v: f"{v - top:.0f}", fontsize=7)
-    axes[0].set_xlabel("t   (w = t * w_EB)")
-    axes[0].set_ylabel("log sigma")
-    axes[0].set_title("joint log density J(w, sigma): the neck at w = 0, sigma -> 0")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    at_one = joint_log_density(  # the best value at t = 1: the data's own region
+        st, np.broadcast_to(w_dir, (log_s.size, data.d)), np.exp(log_s), noise=noise,
+        hyperprior=hp, noise_prior=noise_prior,
+    )
+    ref = float(np.nanmax(np.where(np.isfinite(at_one), at_one, np.nan)))
+    levels = ref + np.array([-400, -200, -100, -50, -20, 0, 20, 50, 100, 200, 400])
+    cf = axes[0].contourf(T, U, J - ref, levels=levels - ref, cmap="RdBu_r", extend="both")
+    fig.colorbar(cf, ax=axes[0], label="J minus its best value near t = 1")
+    axes[0].plot(log10_t, center + np.log(10.0) * log10_t, "k--", lw=1, label="collapse path")
+    eb = methods.get("eb", {})
+    if eb.get("sigma"):
+        axes[0].plot(0, np.log(eb["sigma"]), "o", color=COLORS["eb"], label="EB sigma at t = 1")
     if jm.get("sigma"):
-        axes[0].axhline(np.log(jm["sigma"]), color=COLORS["joint-map"], ls="--", label="joint-MAP sigma")
-        axes[0].legend(loc="lower right", fontsize=8)
+        axes[0].axhline(np.log(jm["sigma"]), color=COLORS["joint-map"], ls=":", label="joint-MAP sigma")
+    axes[0].set_xlabel("log10 t   (w = t * w_EB)")
+    axes[0].set_ylabel("log sigma")
+    axes[0].set_title("joint log density: higher (red) towards w = 0, sigma = 0")
+    axes[0].legend(loc="lower right", fontsize=7)
     path = jm.get("collapse_path") or {}
     ts, ld = path.get("t"), path.get("log_density")
     if ts and ld:
-        axes[1].semilogx(ts, ld, "o-", color=COLORS["joint-map"], label="along the collapse path")
+        axes[1].semilogx(ts, ld, "o-", ms=3, color=COLORS["joint-map"], label="along the collapse path")
         if jm.get("log_density") is not None:
             axes[1].axhline(jm["log_density"], color="grey", ls=":", label="optimiser's point")
         axes[1].invert_xaxis()
@@ -142,10 +153,26 @@ def sigma_posteriors(trees: dict[str, Any], methods: dict[str, Any]):
         all_draws.append(s)
         lw = 2.5 if name == "exact" else 1.5
         ax.hist(np.log(s), bins=60, density=True, histtype="step", lw=lw, color=COLORS[name], label=name)
+    if all_draws or curve:
+        pooled = np.log(np.concatenate(all_draws)) if all_draws else np.asarray(curve["log_sigma"])
+        lo, hi = np.quantile(pooled, [0.0005, 0.9995])
+        pad = 0.15 * (hi - lo)
+        ax.set_xlim(lo - pad, hi + pad)
+    left, right = ax.get_xlim()
     for name in ("eb", "joint-map", "cv"):
         s = methods.get(name, {}).get("sigma")
-        if s and s > 0:
+        if not (s and s > 0):
+            continue
+        if left <= np.log(s) <= right:
             ax.axvline(np.log(s), color=COLORS[name], ls="--", label=f"{name}: {s:.3g}")
+        else:  # off the scale: an arrow at the edge says where
+            edge = left if np.log(s) < left else right
+            ax.annotate(
+                f"{name}: {s:.3g}", xy=(edge, 0.5), xycoords=("data", "axes fraction"),
+                xytext=(0.5 if edge == left else -0.5, 0), textcoords="offset fontsize",
+                ha="left" if edge == left else "right", color=COLORS[name],
+                arrowprops={"arrowstyle": "<-" if edge == left else "->", "color": COLORS[name]},
+            )
     ax.set_xlabel("log sigma")
     ax.set_ylabel("posterior density (of log sigma)")
     ax.set_title("posterior of the prior scale sigma")
