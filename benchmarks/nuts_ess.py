@@ -61,6 +61,9 @@ VARIANTS = {
     "non-centred, per obs": lambda d, **k: ours(d, parametrization="noncentered", likelihood="observations", **k),
     "non-centred, sufficient stats": lambda d, **k: ours(d, parametrization="noncentered", likelihood="sufficient", **k),
     "marginal (default)": lambda d, **k: ours(d, parametrization="marginal", **k),
+    # The default 0.99 is for weak data (steep hyperprior tail); on near-Gaussian posteriors 0.8
+    # takes ~2 leapfrog steps per draw instead of ~6 and gives twice the ESS per draw.
+    "marginal, target_accept 0.8": lambda d, **k: ours(d, parametrization="marginal", target_accept=0.8, **k),
 }
 if importlib.util.find_spec("nutpie") is not None:
     VARIANTS["marginal, nutpie"] = lambda d, **k: ours(d, parametrization="marginal", backend="nutpie", **k)

@@ -54,6 +54,17 @@ _BACKEND_MODULES = {"nutpie": "nutpie", "numpyro": "numpyro"}
 #: O(D) gradient, so the smaller steps of 0.99 cost little; 0.95 removed the non-centred
 #: model's divergences in every case measured.
 TARGET_ACCEPT = {"marginal": 0.99, "noncentered": 0.95, "centered": 0.95}
+#: Independent N(0, 1) variables sampled alongside (sigma [, delta]) in the marginal model and
+#: dropped afterwards. They leave the posterior of (sigma, delta) exactly as it is (the joint
+#: density factorises) but fix NUTS's known weakness in one or two dimensions: there the
+#: no-U-turn check fires at the first turning point of the coordinate, often well before half
+#: an orbit, so successive draws are positively correlated (a 1-D Gaussian: bulk ESS 0.25 per
+#: draw at target_accept 0.99). With more dimensions the trajectory runs for about half an orbit
+#: and the draws become antithetic. Measured (4 x 1000 draws, 3 seeds, target_accept 0.99): ESS
+#: of sigma per draw 0.2 -> 0.8-1.5, ESS per second of sampling x2-2.6 (N = 20, D = 1 weak,
+#: moderate and learned-noise cases; N = 10,000, D = 20), no divergences; 8 gave more than 3.
+AUXILIARY_DIMS = 8
+_AUX_NAME = "nuts_auxiliary"
 #: ``run`` stores the pointwise log likelihood only up to this many values (chains x draws x N,
 #: 8 bytes each: 160 MB); past it LOO is unavailable and the summary says so.
 MAX_LOG_LIKELIHOOD_VALUES = 20_000_000
@@ -130,7 +141,7 @@ def sample_posterior(
         (tests and ``benchmarks/nuts_ess.py``, 4000 draws unless said): on weak data (N = 20,
         D = 1, small w) the centred model diverges (48-381 divergences), the others do not
         at their default ``target_accept``; on strong data (N = 10,000, D = 20) the non-centred
-        model keeps a funnel of its own (bulk ESS of sigma 75-152 of 2000 draws, against 432 for
+        model keeps a funnel of its own (bulk ESS of sigma 75-152 of 2000 draws, against ~2700 for
         the marginal one); at D = 10 the marginal model has no divergences either. It is also
         the cheapest per gradient (O(D), flat in N).
     likelihood : {"sufficient", "observations"}
@@ -186,6 +197,8 @@ def sample_posterior(
     start = time.perf_counter()
     if parametrization == "marginal":
         model = marginal_regression(data, hyperprior=hyperprior, noise=noise_arg)
+        with model:
+            pm.Normal(_AUX_NAME, 0.0, 1.0, shape=AUXILIARY_DIMS)
     else:
         model = hierarchical_regression(
             data,
@@ -208,7 +221,7 @@ def sample_posterior(
             compute_convergence_checks=False,  # diagnose() below does it, once, our way
         )
     if parametrization == "marginal":
-        tree = _with_exact_weights(tree, data, noise, seed=seed)
+        tree = _with_exact_weights(_without_auxiliary(tree), data, noise, seed=seed)
     if log_likelihood:
         tree = _with_log_likelihood(tree, data, noise)
     wall = time.perf_counter() - start
@@ -326,6 +339,15 @@ def _with_exact_weights(
     )
     out = tree.copy()
     out["posterior"] = xr.DataTree(post)
+    return out
+
+
+def _without_auxiliary(tree: xr.DataTree) -> xr.DataTree:
+    """Drop the auxiliary variables (see ``AUXILIARY_DIMS``) and their dimension."""
+    post = tree["posterior"].to_dataset()
+    dims = set(post[_AUX_NAME].dims) - {"chain", "draw"}
+    out = tree.copy()
+    out["posterior"] = xr.DataTree(post.drop_vars(_AUX_NAME).drop_dims(dims, errors="ignore"))
     return out
 
 
