@@ -14,6 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import xarray as xr
+
 from inference import figures
 from inference.arviz_io import load_datatree
 from inference.compare import Comparison
@@ -113,10 +116,17 @@ def _nuts_images(tree) -> list[bytes]:
     ]
     if "sample_stats" in tree.children and "energy" in tree.sample_stats:
         images.append(figures.arviz_png(azp.plot_energy(tree, backend="matplotlib")))
-    first = {"feature": [str(tree.posterior["w"]["feature"].values[0])]}
+    # log sigma against the first weight: the funnel's coordinates (divergences are marked).
+    post = tree["posterior"].to_dataset()
+    post["log_sigma"] = np.log(post["sigma"])
+    with_log = tree.copy()
+    with_log["posterior"] = xr.DataTree(post)
+    first = {"feature": [str(post["w"]["feature"].values[0])]}
     images.append(
         figures.arviz_png(
-            azp.plot_pair_focus(tree, "sigma", var_names=["w"], coords=first, backend="matplotlib")
+            azp.plot_pair_focus(
+                with_log, "log_sigma", var_names=["w"], coords=first, backend="matplotlib"
+            )
         )
     )
     return images
