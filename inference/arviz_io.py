@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import arviz_base as azb
 import numpy as np
 import xarray as xr
 
-__all__ = ["draws_to_datatree", "load_datatree", "pooled_draws", "save_datatree"]
+__all__ = [
+    "PosteriorSummary",
+    "draws_to_datatree",
+    "load_datatree",
+    "pooled_draws",
+    "posterior_summary",
+    "save_datatree",
+]
+
+#: Probability mass of the reported sigma interval (equal-tailed).
+INTERVAL_PROB = 0.95
 
 
 def draws_to_datatree(
@@ -77,3 +88,38 @@ def pooled_draws(tree: xr.DataTree, name: str) -> np.ndarray:
     """All posterior draws of ``name`` with chains pooled: shape (chains * draws, ...)."""
     values = np.asarray(tree["posterior"][name].values, dtype=float)
     return values.reshape(-1, *values.shape[2:])
+
+
+@dataclass(frozen=True)
+class PosteriorSummary:
+    """Point summaries of posterior draws, as every sampler reports them.
+
+    ``sigma`` is the posterior mean and ``sigma_interval`` the equal-tailed ``INTERVAL_PROB``
+    interval (both None with ARD, whose per-feature means are ``sigma_ard``); ``noise`` is the
+    posterior mean when the noise was learned, else the known value; ``weights`` the means of w.
+    """
+
+    sigma: float | None
+    sigma_interval: tuple[float, float] | None
+    sigma_ard: list[float] | None
+    noise: float
+    weights: tuple[float, ...]
+
+
+def posterior_summary(tree: xr.DataTree, *, ard: bool, noise: float | None) -> PosteriorSummary:
+    """Summarise the ``sigma``, ``w`` (and ``noise`` when ``noise`` is None) draws of ``tree``."""
+    sigma = pooled_draws(tree, "sigma")
+    tail = (1 - INTERVAL_PROB) / 2
+    if ard:
+        mean, interval, per_feature = None, None, sigma.mean(axis=0).tolist()
+    else:
+        mean = float(sigma.mean())
+        interval = (float(np.quantile(sigma, tail)), float(np.quantile(sigma, 1 - tail)))
+        per_feature = None
+    return PosteriorSummary(
+        sigma=mean,
+        sigma_interval=interval,
+        sigma_ard=per_feature,
+        noise=float(pooled_draws(tree, "noise").mean()) if noise is None else noise,
+        weights=tuple(float(x) for x in pooled_draws(tree, "w").mean(axis=0)),
+    )

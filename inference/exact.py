@@ -184,7 +184,7 @@ def run(data: Dataset, options: RunOptions) -> MethodSummary:
         data,
         hyperprior=options.hyperprior,
         noise=options.noise,
-        noise_prior=None if options.noise is not None else options.noise_prior,
+        noise_prior=options.noise_prior,
     )
     warn = []
     if options.ard:

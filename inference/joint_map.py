@@ -36,7 +36,7 @@ from inference.joint_density import (
 from inference.results import MethodSummary, RunOptions
 from models.builders import hierarchical_regression
 from models.data import Dataset
-from models.hyperpriors import Hyperprior, parse_hyperprior
+from models.hyperpriors import Hyperprior, noise_spec, parse_hyperprior
 
 __all__ = [
     "CollapseEvidence",
@@ -639,7 +639,7 @@ def run(data: Dataset, options: RunOptions) -> MethodSummary:
     None) is optimised jointly, with ``options.noise_prior``.
     """
     start = time.perf_counter()
-    noise = options.noise if options.noise is not None else options.noise_prior
+    noise = noise_spec(options.noise, options.noise_prior)
     res = joint_map(data, hyperprior=options.hyperprior, noise=noise, seed=options.seed)
     notes = [res.explanation]
     if options.ard:

@@ -29,7 +29,7 @@ import pymc as pm
 import xarray as xr
 from numpy.typing import NDArray
 
-from inference.arviz_io import pooled_draws
+from inference.arviz_io import pooled_draws, posterior_summary
 from inference.diagnostics import Diagnostics, diagnose
 from inference.linear_gaussian import posterior_weights
 from inference.results import MethodSummary, RunOptions
@@ -68,8 +68,6 @@ _AUX_NAME = "nuts_auxiliary"
 #: ``run`` stores the pointwise log likelihood only up to this many values (chains x draws x N,
 #: 8 bytes each: 160 MB); past it LOO is unavailable and the summary says so.
 MAX_LOG_LIKELIHOOD_VALUES = 20_000_000
-#: Probability mass of the reported sigma interval (equal-tailed).
-INTERVAL_PROB = 0.95
 
 
 @dataclass(frozen=True)
@@ -251,7 +249,7 @@ def run(data: Dataset, options: RunOptions) -> MethodSummary:
         data,
         hyperprior=options.hyperprior,
         noise=options.noise,
-        noise_prior=None if options.noise is not None else options.noise_prior,
+        noise_prior=options.noise_prior,
         parametrization="noncentered" if options.ard else "marginal",
         draws=draws,
         chains=chains,
@@ -260,27 +258,21 @@ def run(data: Dataset, options: RunOptions) -> MethodSummary:
         log_likelihood=keep_loglik,
         progressbar=options.progress,
     )
-    sigma = result.pooled("sigma")
-    noise = float(result.pooled("noise").mean()) if options.learn_noise else options.noise
-    tail = (1 - INTERVAL_PROB) / 2
+    post = posterior_summary(result.draws, ard=options.ard, noise=options.noise)
     extra: dict[str, object] = {
         "parametrization": result.parametrization,
         "backend": result.backend,
-        "draws": int(sigma.shape[0]),
+        "draws": draws * chains,
     }
-    if options.ard:
-        extra["sigma_ard"] = sigma.mean(axis=0).tolist()
-        sigma_mean, interval = None, None
-    else:
-        sigma_mean = float(sigma.mean())
-        interval = (float(np.quantile(sigma, tail)), float(np.quantile(sigma, 1 - tail)))
+    if post.sigma_ard is not None:
+        extra["sigma_ard"] = post.sigma_ard
     return MethodSummary(
         method="nuts",
-        sigma=sigma_mean,
-        sigma_interval=interval,
-        noise=noise,
+        sigma=post.sigma,
+        sigma_interval=post.sigma_interval,
+        noise=post.noise,
         log_evidence=None,
-        weights=tuple(float(x) for x in result.pooled("w").mean(axis=0)),
+        weights=post.weights,
         diagnostics=result.diagnostics.to_json(),
         warnings=result.diagnostics.messages + _loglik_note(keep_loglik, data.n),
         extra=extra,

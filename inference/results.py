@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from models.data import Centering
-from models.hyperpriors import Hyperprior
+from models.hyperpriors import Hyperprior, noise_spec
 
 __all__ = ["MethodSummary", "RunOptions", "json_safe"]
 
@@ -32,7 +32,7 @@ class RunOptions:
     noise : float or None
         Known noise scale delta, or None to learn it with ``noise_prior``.
     noise_prior : Hyperprior or None
-        Prior on delta when it is learned.
+        Prior on delta when it is learned; exactly one of ``noise`` and ``noise_prior`` is given.
     seed : int
         Seed for every random step.
     draws, chains : int or None
@@ -53,8 +53,7 @@ class RunOptions:
     progress: bool = False
 
     def __post_init__(self) -> None:
-        if self.noise is None and self.noise_prior is None:
-            raise ValueError("give either a known noise scale or a noise prior to learn it.")
+        noise_spec(self.noise, self.noise_prior)  # exactly one: known, or learned with a prior
         if self.noise is not None and not (math.isfinite(self.noise) and self.noise > 0):
             raise ValueError(f"the noise scale must be a positive number, got {self.noise}.")
         for name in ("draws", "chains"):

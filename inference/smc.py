@@ -58,7 +58,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.special import logsumexp
 from threadpoolctl import threadpool_limits
 
-from inference.arviz_io import pooled_draws
+from inference.arviz_io import pooled_draws, posterior_summary
 from inference.results import MethodSummary, RunOptions
 from models.builders import hierarchical_regression
 from models.data import Dataset
@@ -93,8 +93,6 @@ DISAGREEMENT_NATS = 0.5
 #: 0.8 gave -0.081 (sd 0.097) in 25 stages; 0.9 gave -0.008 (sd 0.064, median |error| 0.055)
 #: in 37 stages, about 3x PyMC's default cost. The random-walk "mh" kernel at 0.8: -0.140.
 THRESHOLD = 0.9
-#: Probability of the reported posterior interval of sigma.
-INTERVAL_PROB = 0.95
 
 
 class SmcEvidenceWarning(UserWarning):
@@ -405,14 +403,13 @@ def run(data: Dataset, options: RunOptions) -> MethodSummary:
         data,
         hyperprior=options.hyperprior,
         noise=options.noise,
-        noise_prior=None if options.noise is not None else options.noise_prior,
+        noise_prior=options.noise_prior,
         draws=options.draws or 2000,
         chains=options.chains or 4,
         seed=options.seed,
         ard=options.ard,
         progressbar=options.progress,
     )
-    sigma = result.pooled("sigma")
     diagnostics = diagnose(result.tree)
     extra: dict[str, Any] = {
         "log_evidence_se": result.log_evidence_se,
@@ -425,21 +422,16 @@ def run(data: Dataset, options: RunOptions) -> MethodSummary:
         "draws": result.draws,
         "chains": result.chains,
     }
-    tail = (1 - INTERVAL_PROB) / 2
-    if options.ard:
-        extra["sigma_ard"] = sigma.mean(axis=0).tolist()
-        sigma_mean, interval = None, None
-    else:
-        sigma_mean = float(sigma.mean())
-        interval = (float(np.quantile(sigma, tail)), float(np.quantile(sigma, 1 - tail)))
-    noise = float(result.pooled("noise").mean()) if options.learn_noise else options.noise
+    post = posterior_summary(result.tree, ard=options.ard, noise=options.noise)
+    if post.sigma_ard is not None:
+        extra["sigma_ard"] = post.sigma_ard
     return MethodSummary(
         method="smc",
-        sigma=sigma_mean,
-        sigma_interval=interval,
-        noise=noise,
+        sigma=post.sigma,
+        sigma_interval=post.sigma_interval,
+        noise=post.noise,
         log_evidence=result.log_evidence,
-        weights=tuple(float(x) for x in result.pooled("w").mean(axis=0)),
+        weights=post.weights,
         diagnostics=diagnostics.to_json(),
         warnings=result.warnings + diagnostics.messages,
         extra=extra,
