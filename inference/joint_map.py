@@ -9,13 +9,12 @@ Only a hyperprior that vanishes fast at sigma = 0 (InverseGamma on sigma^2) make
 bounded ("proper"), and then the mode is placed by the hyperprior, not by the data.
 
 :func:`joint_map` runs the optimiser from several starts and decides the verdict from the
-density itself (evaluated along the collapse path and the w = 0 axis), never from whether the
-optimiser happened to converge.
+density itself (evaluated along the collapse path and the w = 0 axis by
+:mod:`inference.collapse_path`), never from whether the optimiser happened to converge.
 """
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import pymc as pm
 import pytensor
 from numpy.typing import ArrayLike, NDArray
 
+from inference.collapse_path import T_MIN, CollapseEvidence, collapse_evidence
 from inference.joint_density import (
     joint_log_density,
     profile_log_density,
@@ -53,19 +53,6 @@ __all__ = [
 
 Kind = Literal["runaway", "local mode", "proper"]
 
-#: The collapse path runs t from 1 down to this. At 1e-16 every term is still exact in
-#: float64 (w^2 / sigma^2 stays O(1); sigma^2 ~ 1e-32 is far above the underflow at 1e-308).
-T_MIN = 1e-16
-#: How far the path is extended when very strong data put the crossing beyond ``T_MIN``.
-_T_FLOOR = 1e-300
-#: Points per decade of t on the collapse path and of sigma on the w = 0 axis.
-POINTS_PER_DECADE = 4
-#: The growth test looks at the last this-many decades of the path.
-TAIL_DECADES = 4
-#: An unbounded funnel gains D ln(10) ~ 2.3 D nats per decade of t (the -D log sigma term);
-#: a bounded density (InverseGamma: -b / sigma^2) loses ever more. One nat per decade, with
-#: every step of the tail increasing, separates the two with a wide margin.
-GROWTH_PER_DECADE_MIN = 1.0
 #: |dJ/d log sigma| at the optimiser's stopping point, per feature, above which the point is
 #: not stationary. On the collapse path the slope is -D (so D per feature); at a local mode
 #: it is 0 up to L-BFGS-B's tolerance (~1e-4 here).
@@ -137,58 +124,6 @@ class OptimizerRun:
             "success": self.success,
             "iterations": self.iterations,
             "grad_log_sigma": self.grad_log_sigma,
-        }
-
-
-@dataclass(frozen=True)
-class CollapseEvidence:
-    """The joint log density along the collapse path and on the w = 0 axis (MATH.md section 2).
-
-    Attributes
-    ----------
-    w_hat : ndarray (D,)
-        Direction of the path: the least-squares weights (minimum-norm when N < D).
-    t, log_density : ndarray
-        J(t w_hat, t ||w_hat|| / sqrt(D)) for t from 1 down to ``T_MIN``.
-    axis_sigma, axis_log_density : ndarray
-        J(0, sigma) for sigma from ||w_hat|| / sqrt(D) down by the same factors.
-    noise : float
-        The noise scale held fixed along both (the returned point's, when learned).
-    growth_per_decade, axis_growth_per_decade : float
-        Mean gain of J per decade over the last ``TAIL_DECADES`` (-inf if J became -inf).
-    unbounded : bool
-        The density keeps growing along the path or the axis: every tail step increases and
-        the gain is at least ``GROWTH_PER_DECADE_MIN`` per decade.
-    exceeds_returned : bool
-        The largest value found there is above the returned point's log density.
-    crossing_t : float or None
-        When the growth is established but the returned value is not yet passed at
-        ``T_MIN`` (very strong data), the t at which the path passes it, extrapolated at the
-        tail's growth rate; None otherwise.
-    """
-
-    w_hat: NDArray[np.float64]
-    t: NDArray[np.float64]
-    log_density: NDArray[np.float64]
-    axis_sigma: NDArray[np.float64]
-    axis_log_density: NDArray[np.float64]
-    noise: float
-    growth_per_decade: float
-    axis_growth_per_decade: float
-    unbounded: bool
-    exceeds_returned: bool
-    crossing_t: float | None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "t": self.t.tolist(),
-            "log_density": self.log_density.tolist(),
-            "axis_sigma": self.axis_sigma.tolist(),
-            "axis_log_density": self.axis_log_density.tolist(),
-            "growth_per_decade": self.growth_per_decade,
-            "axis_growth_per_decade": self.axis_growth_per_decade,
-            "exceeds_returned": self.exceeds_returned,
-            "crossing_t": self.crossing_t,
         }
 
 
@@ -316,7 +251,15 @@ def joint_map(
     starts = _starts(problem, n_starts, np.random.default_rng(seed))
     runs = tuple(problem.find_map(label, start) for label, start in starts)
     point = runs[0]
-    collapse = _collapse_evidence(problem, point, t_min)
+    collapse = collapse_evidence(
+        problem.density,
+        w_hat=problem.w_hat,
+        sigma_ref=problem.sigma_ref,
+        noise=point.noise,
+        fixed_noise=problem.noise,
+        returned_log_density=point.log_density,
+        t_min=t_min,
+    )
     degenerate = collapse.unbounded
     if not degenerate:
         kind: Kind = "proper"
@@ -499,59 +442,6 @@ def _starts(problem: _Problem, n: int, rng: np.random.Generator):
             (f"random {k + 1}", start(np.exp(log_sigma), w_hat * rng.uniform(0.0, 1.5, w_hat.size)))
         )
     return out[:n]
-
-
-def _collapse_evidence(problem: _Problem, point: OptimizerRun, t_min: float) -> CollapseEvidence:
-    s, w_hat = problem.sigma_ref, problem.w_hat
-    noise = point.noise if point.noise is not None else problem.noise
-
-    def evaluate(t):
-        path = np.array([problem.density(tk * s, tk * w_hat, point.noise) for tk in t])
-        axis = np.array([problem.density(tk * s, np.zeros_like(w_hat), point.noise) for tk in t])
-        return path, axis
-
-    t = _log_grid(t_min)
-    path, axis = evaluate(t)
-    (g_path, up_path), (g_axis, up_axis) = _tail_growth(t, path), _tail_growth(t, axis)
-    crossing = None
-    if up_path and max(path.max(), axis.max()) <= point.log_density:
-        # Very strong data: the path passes the returned value beyond t_min. Extend it there
-        # (exact in float64 down to t ~ 1e-300: only ratios w / sigma are squared).
-        crossing = float(t[-1] * 10.0 ** (-(point.log_density - path[-1]) / g_path))
-        t_far = max(crossing / 100.0, _T_FLOOR)
-        if t_far < t[-1]:
-            t = _log_grid(t_far)
-            path, axis = evaluate(t)
-    exceeds = bool(np.nanmax(np.concatenate([path, axis])) > point.log_density)
-    return CollapseEvidence(
-        w_hat=w_hat,
-        t=t,
-        log_density=path,
-        axis_sigma=t * s,
-        axis_log_density=axis,
-        noise=float(noise),
-        growth_per_decade=g_path,
-        axis_growth_per_decade=g_axis,
-        unbounded=up_path or up_axis,
-        exceeds_returned=exceeds,
-        crossing_t=None if exceeds else crossing,
-    )
-
-
-def _log_grid(t_min: float) -> NDArray[np.float64]:
-    """t from 1 down to t_min, ``POINTS_PER_DECADE`` per decade."""
-    decades = -math.log10(t_min)
-    return np.logspace(0.0, -decades, int(math.ceil(decades * POINTS_PER_DECADE)) + 1)
-
-
-def _tail_growth(t: NDArray, j: NDArray) -> tuple[float, bool]:
-    """(mean gain per decade over the last ``TAIL_DECADES``, whether J keeps growing there)."""
-    k = min(TAIL_DECADES * POINTS_PER_DECADE, t.size - 1)
-    tail = j[-k - 1 :]
-    if not np.all(np.isfinite(tail)):
-        return -np.inf, False
-    rate = float((tail[-1] - tail[0]) / math.log10(t[-k - 1] / t[-1]))
-    return rate, bool(np.all(np.diff(tail) > 0) and rate >= GROWTH_PER_DECADE_MIN)
 
 
 def _sensitivity(data, hp, noise, runs, factors) -> tuple[tuple[float, float], ...]:

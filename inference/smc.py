@@ -1,9 +1,9 @@
 """Sequential Monte Carlo (SMC) estimates of the evidence p(y), checked against the exact value.
 
 :func:`smc_evidence` runs ``pm.sample_smc`` on :func:`models.builders.hierarchical_regression`,
-reads each chain's log evidence out of PyMC's per-stage statistics, pools the chains, and puts
-the exact oracle's value (MATH.md section 4) beside the estimate. :func:`run` is the ``smc``
-method of the CLI and ``compare``.
+reads each chain's log evidence out of PyMC's per-stage statistics and pools the chains (both
+in :mod:`inference.smc_stages`), and puts the exact oracle's value (MATH.md section 4) beside
+the estimate. :func:`run` is the ``smc`` method of the CLI and ``compare``.
 
 How SMC estimates the evidence: the particles move from the prior (beta = 0) to the posterior
 (beta = 1) through tempered targets p(y | theta)^beta p(theta). At each stage the incremental
@@ -44,7 +44,6 @@ about 3x the stages and brought the mean error to -0.01 nats. The bias grows wit
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from collections.abc import Sequence
@@ -54,12 +53,17 @@ from typing import Any, Literal
 import numpy as np
 import pymc as pm
 import xarray as xr
-from numpy.typing import ArrayLike, NDArray
-from scipy.special import logsumexp
+from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
 
 from inference.arviz_io import pooled_draws, posterior_summary
 from inference.results import MethodSummary, RunOptions
+from inference.smc_stages import (
+    SmcEvidenceWarning,
+    pool_log_evidence,
+    read_stage_stats,
+    with_clean_stage_stats,
+)
 from models.builders import hierarchical_regression
 from models.data import Dataset
 from models.hyperpriors import Hyperprior, noise_spec, parse_hyperprior
@@ -68,10 +72,8 @@ __all__ = [
     "DISAGREEMENT_NATS",
     "THRESHOLD",
     "DRAWS_PER_DIMENSION",
-    "SmcEvidenceWarning",
+    "SmcEvidenceWarning",  # from inference.smc_stages, where the evidence is pooled
     "SmcResult",
-    "pool_log_evidence",
-    "read_stage_stats",
     "run",
     "smc_evidence",
 ]
@@ -93,10 +95,6 @@ DISAGREEMENT_NATS = 0.5
 #: 0.8 gave -0.081 (sd 0.097) in 25 stages; 0.9 gave -0.008 (sd 0.064, median |error| 0.055)
 #: in 37 stages, about 3x PyMC's default cost. The random-walk "mh" kernel at 0.8: -0.140.
 THRESHOLD = 0.9
-
-
-class SmcEvidenceWarning(UserWarning):
-    """The SMC evidence estimate may be untrustworthy (the message says why and what to do)."""
 
 
 @dataclass(frozen=True)
@@ -257,7 +255,7 @@ def smc_evidence(
     )
     stats = read_stage_stats(tree["sample_stats"].to_dataset())
     log_z, se = pool_log_evidence(stats["log_evidence"], warn=False)
-    tree = _with_clean_stage_stats(tree, stats)
+    tree = with_clean_stage_stats(tree, stats)
     exact_value = None
     if exact and not ard:
         from inference.exact import exact_posterior  # the oracle (NumPy only)
@@ -285,106 +283,6 @@ def smc_evidence(
         warnings=messages,
         wall_time=time.perf_counter() - start,
     )
-
-
-def pool_log_evidence(chain_log_evidence: ArrayLike, *, warn: bool = True) -> tuple[float, float]:
-    """Pool per-chain log evidence estimates: (log of their mean in probability space, SE).
-
-    Parameters
-    ----------
-    chain_log_evidence : array_like
-        log hat Z_c of C independent runs.
-    warn : bool
-        Warn (SmcEvidenceWarning) when C = 1 and the standard error is nan.
-
-    Returns
-    -------
-    log_evidence, se : float
-        ``logsumexp(l) - log C`` and its delta-method standard error (nan when C < 2).
-
-    Notes
-    -----
-    Each hat Z_c estimates p(y), not log p(y), so the mean is taken in probability space:
-    bar Z = C^-1 sum_c hat Z_c is unbiased for Z whenever each hat Z_c is. Its log is biased
-    low (Jensen) by about var(bar Z) / (2 Z^2) = se^2 / 2, which is negligible once se is
-    below ~0.3 nats. The alternative, the mean of the logs, is biased low by var(log hat Z_c)/2
-    -- C times more -- and the bias does not shrink with more chains.
-
-    The standard error is the delta method on bar Z with the between-chain variance:
-    with r_c = hat Z_c / bar Z (mean 1), se(log bar Z) = sd(bar Z) / bar Z =
-    sqrt(sum_c (r_c - 1)^2 / (C (C - 1))). It assumes the chains are independent and their
-    spread is representative; with few chains and heavy tails (chains disagreeing by more
-    than ~0.5 nats) it understates the error, which :func:`smc_evidence` flags.
-    """
-    logs = np.asarray(chain_log_evidence, dtype=float).ravel()
-    if logs.size == 0 or not np.all(np.isfinite(logs)):
-        raise ValueError(f"the chain log evidences must be finite numbers, got {logs.tolist()}.")
-    c = logs.size
-    log_mean = float(logsumexp(logs) - math.log(c))
-    if c < 2:
-        if warn:
-            warnings.warn(
-                "one chain gives no standard error of the log evidence (nan); run 4 chains.",
-                SmcEvidenceWarning,
-                stacklevel=2,
-            )
-        return log_mean, math.nan
-    ratios = np.exp(logs - log_mean)
-    return log_mean, float(np.sqrt(np.sum((ratios - 1.0) ** 2) / (c * (c - 1))))
-
-
-def read_stage_stats(sample_stats: xr.Dataset | Any) -> dict[str, NDArray]:
-    """Read PyMC's per-stage SMC statistics, whatever their layout.
-
-    ``pm.sample_smc`` records, per chain and stage, ``log_marginal_likelihood`` (nan until the
-    last stage, where beta = 1, which holds the chain's log evidence) and ``beta``. When chains
-    have different numbers of stages it cannot build a (chain, stage) array and stores one
-    Python list per chain in a 1-D object array (the layout that broke InferenceData before,
-    pymc issue 7192); when they agree it stores a 2-D object array; a netCDF round trip or a
-    hand-built array may instead be float and padded with nan after a chain's last stage.
-
-    Parameters
-    ----------
-    sample_stats : xarray.Dataset or mapping
-        Must hold ``log_marginal_likelihood`` and ``beta``; other per-stage variables (e.g.
-        ``accept_rate``) are read too.
-
-    Returns
-    -------
-    dict
-        ``log_evidence`` (C,), ``n_stages`` (C,) int, and every per-stage variable as a float
-        array (C, S_max) padded with nan.
-
-    Raises
-    ------
-    ValueError
-        A chain without a finite log evidence or whose last beta is not 1 (it did not reach
-        the posterior), or chains that disagree in number.
-    """
-    names = [n for n in ("log_marginal_likelihood", "beta") if n not in sample_stats]
-    if names:
-        raise ValueError(f"the SMC sample_stats lack {names}; was this run by pm.sample_smc?")
-    rows = {name: _ragged_rows(sample_stats[name]) for name in sample_stats}
-    lml = rows["log_marginal_likelihood"]
-    n_stages, log_z = [], []
-    for c, (row, beta) in enumerate(zip(lml, rows["beta"], strict=True)):
-        finite = np.flatnonzero(np.isfinite(row))
-        if finite.size == 0:
-            raise ValueError(f"chain {c} has no finite log evidence: it did not reach beta = 1.")
-        last = int(finite[-1])
-        if not np.isclose(beta[last], 1.0):
-            raise ValueError(f"chain {c} ends at beta = {beta[last]}, not 1: no posterior stage.")
-        n_stages.append(last + 1)
-        log_z.append(row[last])
-    width = max(n_stages)
-    out = {
-        name: _pad([r[:n] for r, n in zip(rs, n_stages, strict=True)], width)
-        for name, rs in rows.items()
-        if len(rs) == len(lml)
-    }
-    out["log_evidence"] = np.asarray(log_z, dtype=float)
-    out["n_stages"] = np.asarray(n_stages, dtype=int)
-    return out
 
 
 def run(data: Dataset, options: RunOptions) -> MethodSummary:
@@ -506,39 +404,6 @@ def _trust_messages(
             )
     out.extend(f"PyMC warned while sampling: {w}" for w in pymc_warnings)
     return tuple(out)
-
-
-def _ragged_rows(values) -> list[NDArray[np.float64]]:
-    """One float row per chain from a (C, S) float/object array or a (C,) array of lists."""
-    arr = np.asarray(getattr(values, "values", values))
-    if arr.ndim == 2:
-        return [np.asarray(list(row), dtype=float) for row in arr]
-    if arr.ndim == 1 and arr.dtype == object:
-        return [np.asarray(row, dtype=float).ravel() for row in arr]
-    raise ValueError(f"per-stage SMC statistics must be (chain, stage), got shape {arr.shape}.")
-
-
-def _pad(rows: Sequence[NDArray], width: int) -> NDArray[np.float64]:
-    out = np.full((len(rows), width), np.nan)
-    for i, row in enumerate(rows):
-        out[i, : row.size] = row
-    return out
-
-
-def _with_clean_stage_stats(tree: xr.DataTree, stats: dict[str, NDArray]) -> xr.DataTree:
-    """Replace PyMC's object-dtype sample_stats by float (chain, stage) arrays (netCDF-safe)."""
-    old = tree["sample_stats"]
-    chains = np.arange(stats["n_stages"].size)
-    stages = np.arange(stats["beta"].shape[1])
-    data_vars = {
-        name: (("chain", "stage"), value) for name, value in stats.items() if np.ndim(value) == 2
-    }
-    data_vars["log_evidence"] = (("chain",), stats["log_evidence"])
-    data_vars["n_stages"] = (("chain",), stats["n_stages"])
-    clean = xr.Dataset(data_vars, coords={"chain": chains, "stage": stages}, attrs=old.attrs)
-    tree = tree.copy()
-    tree["sample_stats"] = xr.DataTree(clean)
-    return tree
 
 
 def _noise_model_argument(noise, noise_prior):

@@ -11,13 +11,8 @@ from threadpoolctl import threadpool_info
 
 from inference.exact import exact_posterior
 from inference.results import RunOptions
-from inference.smc import (
-    SmcEvidenceWarning,
-    pool_log_evidence,
-    read_stage_stats,
-    run,
-    smc_evidence,
-)
+from inference.smc import run, smc_evidence
+from inference.smc_stages import SmcEvidenceWarning, pool_log_evidence, read_stage_stats
 from models.data import simulate
 from models.hyperpriors import ImproperPriorError, parse_hyperprior
 
