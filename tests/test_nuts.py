@@ -85,6 +85,12 @@ def moderate():
 
 
 @pytest.fixture(scope="module")
+def learned_pymc(weak_1d):
+    """The other backend (PyMC's own NUTS) on the two-parameter marginal posterior."""
+    return weak_1d.data, _sample(weak_1d.data, noise=None, backend="pymc")
+
+
+@pytest.fixture(scope="module")
 def centred_weak(weak_1d):
     return _sample(weak_1d.data, parametrization="centered")
 
@@ -100,10 +106,10 @@ def _within_mcse(draws, exact, name, *, method="mean", prob=None):
     return np.abs(estimate - np.asarray(exact)) / mcse
 
 
-@pytest.mark.parametrize("case", ["weak", "strong", "ten", "learned"])
+@pytest.mark.parametrize("case", ["weak", "strong", "ten", "learned", "learned_pymc"])
 def test_posterior_agrees_with_the_exact_oracle(case, request):
     data, result = request.getfixturevalue(case)
-    noise = {"learned": None, "strong": 0.5}.get(case, 1.0)
+    noise = {"learned": None, "learned_pymc": None, "strong": 0.5}.get(case, 1.0)
     exact = exact_posterior(
         data, hyperprior=HYPERPRIOR, noise=noise, noise_prior=NOISE_PRIOR if noise is None else None
     )
@@ -117,10 +123,11 @@ def test_posterior_agrees_with_the_exact_oracle(case, request):
         assert _within_mcse(tree, exact.noise_mean, "noise") < Z_MCSE
 
 
-@pytest.mark.parametrize("case", ["weak", "moderate", "strong", "ten", "learned"])
+@pytest.mark.parametrize("case", ["weak", "moderate", "strong", "ten", "learned", "learned_pymc"])
 def test_default_parametrisation_has_no_divergences(case, request):
     _, result = request.getfixturevalue(case)
     assert result.parametrization == "marginal"
+    assert result.backend == ("pymc" if case.endswith("pymc") else "nutpie")
     d = result.diagnostics
     assert d.divergences == 0
     assert d.r_hat_max < RHAT_SMALL_RUN
@@ -238,10 +245,10 @@ def test_default_has_no_divergences_at_full_size(case, weak_1d, medium_10d):
 
 
 @pytest.mark.slow
-def test_nutpie_backend_gives_the_same_posterior(medium_10d):
-    result = _sample(medium_10d.data, backend="nutpie", draws=1000, tune=1000, chains=4)
+def test_pymc_backend_gives_the_same_posterior(medium_10d):
+    result = _sample(medium_10d.data, backend="pymc", draws=1000, tune=1000, chains=4)
     exact = exact_posterior(medium_10d.data, hyperprior=HYPERPRIOR, noise=1.0)
-    assert result.backend == "nutpie" and result.diagnostics.divergences == 0
+    assert result.backend == "pymc" and result.diagnostics.divergences == 0
     assert np.all(_within_mcse(result.draws, exact.w_mean, "w") < Z_MCSE)
     assert _within_mcse(result.draws, exact.sigma_mean, "sigma") < Z_MCSE
 
