@@ -59,6 +59,14 @@ SCRIPT = textwrap.dedent(
             progressbar=False,
         )
     assert tree["posterior"]["w"].shape == (2, 50, 3)
+
+    # The default NUTS backend, nutpie, compiles the same graphs through Numba on its own.
+    from inference.nuts import sample_posterior
+
+    result = sample_posterior(
+        data, hyperprior="halfnormal:1", noise=0.5, draws=50, tune=50, chains=2, seed=1
+    )
+    assert result.backend == "nutpie" and result.draws["posterior"]["w"].shape == (2, 50, 3)
     print("BACKEND OK")
     """
 )
