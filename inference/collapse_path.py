@@ -34,6 +34,7 @@ TAIL_DECADES = 4
 #: every step of the tail increasing, separates the two with a wide margin.
 GROWTH_PER_DECADE_MIN = 1.0
 
+
 @dataclass(frozen=True)
 class CollapseEvidence:
     """The joint log density along the collapse path and on the w = 0 axis (MATH.md section 2).

@@ -55,7 +55,7 @@ _BACKEND_MODULES = {"nutpie": "nutpie", "numpyro": "numpyro"}
 #:
 #: * known noise, nutpie (one parameter, log sigma): 0.95 gave no divergence in 270 runs (weak
 #:   N = 20, D = 1; N = 5; N < D: 8 x 15 and 5 x 30; strong; N = 2000, D = 20); at 0.9 one run
-#:   of 24 had one, at 0.8 every weak run had 2-6. 0.95 gives 1.2-1.6x the ESS per second of 0.99.
+#:   in 96 had one, at 0.8 every weak run had 2-6. 0.95 gives 1.2-1.6x the ESS per second of 0.99.
 #: * learned noise: with N < D, (sigma, delta) lie on a curved ridge (only sigma^2 G + delta^2
 #:   is pinned down); at 0.95 four seeds gave 0-8 divergences on nutpie, 5-29 on PyMC's NUTS;
 #:   at 0.99, 0 and 0-1. So 0.99.
