@@ -22,8 +22,8 @@ import numpy as np
 from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.model_selection import GridSearchCV
 
-from inference.cross_validation import cross_validate, fold_indices
-from models.data import simulate
+from hyperbayes.inference.methods.cross_validation import cross_validate, fold_indices
+from hyperbayes.models.data import simulate
 
 
 def main(argv: list[str] | None = None) -> None:

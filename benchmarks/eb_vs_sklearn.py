@@ -19,9 +19,9 @@ import tracemalloc
 import numpy as np
 from sklearn.linear_model import BayesianRidge
 
-from inference.empirical_bayes import empirical_bayes
-from inference.linear_gaussian import sufficient_stats
-from models.data import Dataset
+from hyperbayes.inference.mathematics.linear_gaussian import sufficient_stats
+from hyperbayes.inference.methods.empirical_bayes import empirical_bayes
+from hyperbayes.models.data import Dataset
 
 
 def best_time(fn, repeat):

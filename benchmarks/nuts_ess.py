@@ -31,9 +31,9 @@ import arviz_stats as azs
 import numpy as np
 import pymc as pm
 
-from inference.nuts import sample_posterior
-from models.builders import hierarchical_regression, marginal_regression
-from models.data import simulate
+from hyperbayes.inference.methods.nuts import sample_posterior
+from hyperbayes.models.builders import hierarchical_regression, marginal_regression
+from hyperbayes.models.data import simulate
 
 HYPERPRIOR = "halfnormal:1"
 NOISE = 1.0

@@ -33,9 +33,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from inference.exact import exact_posterior  # noqa: E402
-from inference.smc import THRESHOLD, SmcEvidenceWarning, smc_evidence  # noqa: E402
-from models.data import simulate  # noqa: E402
+from hyperbayes.inference.methods.exact import exact_posterior  # noqa: E402
+from hyperbayes.inference.methods.smc import THRESHOLD, SmcEvidenceWarning, smc_evidence  # noqa: E402
+from hyperbayes.models.data import simulate  # noqa: E402
 
 #: name -> (D, N); data from simulate(sigma=1, noise=1), hyperprior HalfNormal(1), noise known.
 CASES = {"d1n20": (1, 20), "d1n200": (1, 200), "d10": (10, 100), "d30": (30, 300)}
@@ -95,7 +95,7 @@ def blas_threads(draws_list=(2000, 5000)):
     import pymc as pm
     from threadpoolctl import threadpool_limits
 
-    from models.builders import hierarchical_regression
+    from hyperbayes.models.builders import hierarchical_regression
 
     data = simulate(n=100, d=10, sigma=1.0, noise=NOISE, seed=2024).data
     model = hierarchical_regression(

@@ -1,6 +1,6 @@
 """hyperbayes models: data sets and their validation, hyperpriors, and PyMC model builders."""
 
-from models.data import (
+from hyperbayes.models.data import (
     Centering,
     DataError,
     Dataset,
@@ -9,8 +9,8 @@ from models.data import (
     load_diabetes,
     simulate,
 )
-from models.hyperpriors import Hyperprior, ImproperPriorError, parse_hyperprior
-from models.sufficient_stats import SufficientStats
+from hyperbayes.models.hyperpriors import Hyperprior, ImproperPriorError, parse_hyperprior
+from hyperbayes.models.sufficient_stats import SufficientStats
 
 __all__ = [
     "Centering",

@@ -17,11 +17,11 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
-from models.data import Dataset
-from models.hyperpriors import Hyperprior, parse_hyperprior
-from models.sufficient_stats import SufficientStats, log_marginal_likelihood_eigen
+from hyperbayes.models.data import Dataset
+from hyperbayes.models.hyperpriors import Hyperprior, parse_hyperprior
+from hyperbayes.models.sufficient_stats import SufficientStats, log_marginal_likelihood_eigen
 
-__all__ = ["hierarchical_regression", "marginal_regression"]
+__all__ = ["hierarchical_regression", "marginal_regression", "prior_variable"]
 
 Parametrization = Literal["noncentered", "centered"]
 Likelihood = Literal["observations", "sufficient"]
@@ -66,7 +66,7 @@ def hierarchical_regression(
     hp = parse_hyperprior(hyperprior)
     coords = {"feature": list(data.feature_names), "obs": np.arange(data.n)}
     with pm.Model(coords=coords) as model:
-        sigma = hp.to_pymc("sigma", dims="feature" if ard else None)
+        sigma = prior_variable(hp, "sigma", dims="feature" if ard else None)
         delta = _noise(noise)
         if parametrization == "centered":
             w = pm.Normal("w", mu=0.0, sigma=sigma, dims="feature")
@@ -109,7 +109,7 @@ def marginal_regression(
     hp = parse_hyperprior(hyperprior)
     st = SufficientStats.from_dataset(data)
     with pm.Model(coords={"feature": list(data.feature_names)}) as model:
-        sigma = hp.to_pymc("sigma", dims="feature" if ard else None)
+        sigma = prior_variable(hp, "sigma", dims="feature" if ard else None)
         delta = _noise(noise)
         if ard:
             loglik = _ard_log_marginal(st, sigma**2, delta**2)
@@ -125,7 +125,7 @@ def marginal_regression(
 def _noise(noise: float | Hyperprior | str):
     """The noise scale: a constant, or the random variable ``noise`` with the given prior."""
     if isinstance(noise, Hyperprior | str):
-        return parse_hyperprior(noise).to_pymc("noise")
+        return prior_variable(parse_hyperprior(noise), "noise")
     noise = float(noise)
     if not (np.isfinite(noise) and noise > 0):
         raise ValueError(f"noise must be a positive number, got {noise}; or pass a hyperprior.")
@@ -140,3 +140,45 @@ def _ard_log_marginal(st: SufficientStats, sigma2, noise2):
     u = pt.linalg.solve_triangular(L, st.b, lower=True)
     quad = st.v / noise2 - pt.sum(u**2) / noise2**2
     return -0.5 * (st.n * pt.log(2 * np.pi * noise2) + pt.sum(pt.log(sigma2)) + logdet_A + quad)
+
+
+def prior_variable(hyperprior: Hyperprior, name: str, *, dims: str | None = None, shape=None):
+    """Add ``hyperprior`` as the random variable ``name`` to the current PyMC model.
+
+    The variable is the *scale* in every case: for ``invgamma`` the variance is the free
+    variable ``name + "_sq"`` and ``name`` is its square root (a Deterministic), so that
+    the joint density seen by ``find_MAP`` is the one the prior is stated in.
+    """
+    kw = {"dims": dims} if dims is not None else {"shape": shape} if shape is not None else {}
+    # NumPy float64, not Python floats: PyTensor turns a Python float that is exact in
+    # float32 (2.0, 0.5) into a float32 constant, and log(scale) would lose ~1e-9.
+    p = tuple(np.float64(x) for x in hyperprior.params)
+    match hyperprior.kind:
+        case "halfnormal":
+            return pm.HalfNormal(name, sigma=p[0], **kw)
+        case "halfcauchy":
+            return pm.HalfCauchy(name, beta=p[0], **kw)
+        case "exponential":
+            return pm.Exponential(name, scale=p[0], **kw)
+        case "invgamma":
+            a, b = p
+            variance = pm.InverseGamma(f"{name}_sq", alpha=a, beta=b, **kw)
+            return pm.Deterministic(name, pt.sqrt(variance), **({"dims": dims} if dims else {}))
+        case "loguniform":
+            lo, hi = p
+            return pm.CustomDist(
+                name,
+                lo,
+                hi,
+                dist=_loguniform_dist,
+                transform=pm.distributions.transforms.Interval(lo, hi),
+                **kw,
+            )
+        case "flat":
+            return pm.HalfFlat(name, **kw)
+    raise AssertionError(hyperprior.kind)  # pragma: no cover
+
+
+def _loguniform_dist(lower, upper, size):
+    # exp of a uniform on [log lower, log upper]: PyMC derives the density 1/(s log(U/L)).
+    return pt.exp(pm.Uniform.dist(pt.log(lower), pt.log(upper), size=size))

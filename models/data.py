@@ -293,7 +293,7 @@ def load_diabetes(*, scaled: bool = True) -> Dataset:
         ``load_diabetes()`` does, so that one prior scale for all weights is meaningful. With
         ``False`` the raw clinical units are returned.
     """
-    text = resources.files("models").joinpath("data/diabetes.csv").read_text()
+    text = resources.files("hyperbayes.models").joinpath("data/diabetes.csv").read_text()
     data = _dataset_from_csv_text(text, target="progression", source="diabetes.csv")
     if not scaled:
         return data

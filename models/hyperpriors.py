@@ -149,53 +149,6 @@ class Hyperprior:
         rng = np.random.default_rng(seed)
         return self.ppf(rng.uniform(size=size))
 
-    def to_pymc(self, name: str, *, dims: str | None = None, shape=None):
-        """Add this prior as the random variable ``name`` to the current PyMC model.
-
-        The variable is the *scale* in every case: for ``invgamma`` the variance is the free
-        variable ``name + "_sq"`` and ``name`` is its square root (a Deterministic), so that
-        the joint density seen by ``find_MAP`` is the one the prior is stated in.
-        """
-        import pymc as pm
-        import pytensor.tensor as pt
-
-        kw = {"dims": dims} if dims is not None else {"shape": shape} if shape is not None else {}
-        # NumPy float64, not Python floats: PyTensor turns a Python float that is exact in
-        # float32 (2.0, 0.5) into a float32 constant, and log(scale) would lose ~1e-9.
-        p = tuple(np.float64(x) for x in self.params)
-        match self.kind:
-            case "halfnormal":
-                return pm.HalfNormal(name, sigma=p[0], **kw)
-            case "halfcauchy":
-                return pm.HalfCauchy(name, beta=p[0], **kw)
-            case "exponential":
-                return pm.Exponential(name, scale=p[0], **kw)
-            case "invgamma":
-                a, b = p
-                variance = pm.InverseGamma(f"{name}_sq", alpha=a, beta=b, **kw)
-                return pm.Deterministic(name, pt.sqrt(variance), **({"dims": dims} if dims else {}))
-            case "loguniform":
-                lo, hi = p
-                return pm.CustomDist(
-                    name,
-                    lo,
-                    hi,
-                    dist=_loguniform_dist,
-                    transform=pm.distributions.transforms.Interval(lo, hi),
-                    **kw,
-                )
-            case "flat":
-                return pm.HalfFlat(name, **kw)
-        raise AssertionError(self.kind)  # pragma: no cover
-
-
-def _loguniform_dist(lower, upper, size):
-    # exp of a uniform on [log lower, log upper]: PyMC derives the density 1/(s log(U/L)).
-    import pymc as pm
-    import pytensor.tensor as pt
-
-    return pt.exp(pm.Uniform.dist(pt.log(lower), pt.log(upper), size=size))
-
 
 def parse_hyperprior(spec: str | Hyperprior) -> Hyperprior:
     """Parse the string form (e.g. ``"halfnormal:2"``, ``"invgamma:2,1"``, ``"flat"``).

@@ -58,7 +58,7 @@ class SufficientStats:
 
     @classmethod
     def from_dataset(cls, data) -> SufficientStats:
-        """Statistics of a :class:`models.data.Dataset`."""
+        """Statistics of a :class:`hyperbayes.models.data.Dataset`."""
         return cls.from_arrays(data.X, data.y)
 
     def __add__(self, other: SufficientStats) -> SufficientStats:

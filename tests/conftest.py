@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.data import simulate
+from hyperbayes.models.data import simulate
 
 
 @pytest.fixture(scope="session")

@@ -28,8 +28,8 @@ SCRIPT = textwrap.dedent(
     from pytensor.compile.mode import get_default_mode
     from pytensor.link.numba.linker import NumbaLinker
 
-    from models.builders import hierarchical_regression, marginal_regression
-    from models.data import simulate
+    from hyperbayes.models.builders import hierarchical_regression, marginal_regression
+    from hyperbayes.models.data import simulate
 
     linker = get_default_mode().linker
     assert isinstance(linker, NumbaLinker), "default linker is " + repr(linker) + ", not Numba"
@@ -61,7 +61,7 @@ SCRIPT = textwrap.dedent(
     assert tree["posterior"]["w"].shape == (2, 50, 3)
 
     # The default NUTS backend, nutpie, compiles the same graphs through Numba on its own.
-    from inference.nuts import sample_posterior
+    from hyperbayes.inference.methods.nuts import sample_posterior
 
     result = sample_posterior(
         data, hyperprior="halfnormal:1", noise=0.5, draws=50, tune=50, chains=2, seed=1

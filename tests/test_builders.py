@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from models.builders import hierarchical_regression, marginal_regression
-from models.data import simulate
-from models.hyperpriors import parse_hyperprior
-from models.sufficient_stats import SufficientStats, log_marginal_likelihood_eigen
+from hyperbayes.models.builders import hierarchical_regression, marginal_regression
+from hyperbayes.models.data import simulate
+from hyperbayes.models.hyperpriors import parse_hyperprior
+from hyperbayes.models.sufficient_stats import SufficientStats, log_marginal_likelihood_eigen
 
 FAST = "FAST_COMPILE"
 # Two float64 evaluations of the same log density (tens of nats) by different algebra

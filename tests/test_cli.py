@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import inference.cli as cli
-import inference.rundir as rundir
-from inference.arviz_io import load_datatree
-from inference.cli import main
-from inference.exact import exact_posterior
-from inference.results import MethodSummary, json_safe
-from models.data import Dataset, load_csv, simulate
+import hyperbayes.inference.workflow.api as api
+import hyperbayes.inference.workflow.rundir as rundir
+from hyperbayes.inference.methods.arviz_io import load_datatree
+from hyperbayes.inference.methods.exact import exact_posterior
+from hyperbayes.inference.methods.results import MethodSummary, json_safe
+from hyperbayes.inference.workflow.cli import main
+from hyperbayes.models.data import Dataset, load_csv, simulate
 
 REQUIRED_KEYS = {
     "method",
@@ -281,7 +281,7 @@ def test_a_failing_method_exits_1_with_one_line(capsys, monkeypatch, tmp_path, c
     def broken(data, options):
         raise RuntimeError("the sampler fell over")
 
-    monkeypatch.setattr(cli, "get_runner", lambda method: broken)
+    monkeypatch.setattr(api, "get_runner", lambda method: broken)
     out_dir = tmp_path / "run"
     code, out, err = run_main(capsys, fit_args(csv_path, "--out", str(out_dir), "--quiet"))
     assert code == 1 and out == ""
@@ -294,7 +294,7 @@ def test_a_linear_algebra_failure_is_a_failure_not_bad_input(capsys, monkeypatch
     def singular(data, options):
         np.linalg.cholesky(-np.eye(2))
 
-    monkeypatch.setattr(cli, "get_runner", lambda method: singular)
+    monkeypatch.setattr(api, "get_runner", lambda method: singular)
     code, out, err = run_main(capsys, fit_args(csv_path, "--quiet"))
     assert code == 1 and out == ""
     assert err.startswith("hyperbayes: failed: LinAlgError:") and err.count("\n") == 1

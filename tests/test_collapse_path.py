@@ -7,7 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from inference.collapse_path import GROWTH_PER_DECADE_MIN, T_MIN, collapse_evidence
+from hyperbayes.inference.mathematics.collapse_path import (
+    GROWTH_PER_DECADE_MIN,
+    T_MIN,
+    collapse_evidence,
+)
 
 D = 3
 W_HAT = np.array([1.0, -2.0, 0.5])

@@ -7,14 +7,14 @@ import re
 
 import pytest
 
-from inference import compare as compare_module
-from inference.cli import main
-from inference.compare import compare
-from inference.registry import METHODS
-from inference.report import render_report, write_comparison
-from inference.results import RunOptions
-from models.data import simulate
-from models.hyperpriors import parse_hyperprior
+from hyperbayes.inference.methods.results import RunOptions
+from hyperbayes.inference.workflow import compare as compare_module
+from hyperbayes.inference.workflow.cli import main
+from hyperbayes.inference.workflow.compare import run_comparison
+from hyperbayes.inference.workflow.registry import METHODS
+from hyperbayes.inference.workflow.report import render_report, write_comparison
+from hyperbayes.models.data import simulate
+from hyperbayes.models.hyperpriors import parse_hyperprior
 
 SMALL = RunOptions(
     hyperprior=parse_hyperprior("halfnormal:2"),
@@ -35,7 +35,7 @@ def data():
 @pytest.fixture(scope="module")
 def result(data):
     centred, centering = data
-    return compare(centred, SMALL, centering=centering)
+    return run_comparison(centred, SMALL, centering=centering)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_failing_method_is_isolated(data, monkeypatch):
 
     monkeypatch.setattr(compare_module, "get_runner", get_runner)
     centred, centering = data
-    res = compare(centred, SMALL, methods=["exact", "eb", "cv"], centering=centering)
+    res = run_comparison(centred, SMALL, methods=["exact", "eb", "cv"], centering=centering)
     statuses = {r.method: r.status for r in res.rows}
     assert statuses["eb"] == "failed" and "positive definite" in res.row("eb").message
     assert statuses["exact"] != "failed" and statuses["cv"] != "failed"
@@ -110,7 +110,7 @@ def test_failing_method_is_isolated(data, monkeypatch):
 
 def test_same_seed_same_summary(result, data):
     centred, centering = data
-    again = compare(centred, SMALL, centering=centering)
+    again = run_comparison(centred, SMALL, centering=centering)
     assert _numbers(again.to_json()) == _numbers(result.to_json())
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from sklearn.linear_model import RidgeCV
 
-from inference.cross_validation import cross_validate, fold_indices, run
-from inference.results import RunOptions
-from models import DataError, Dataset, DataWarning, parse_hyperprior, simulate
+from hyperbayes.inference.methods.cross_validation import cross_validate, fold_indices, run
+from hyperbayes.inference.methods.results import RunOptions
+from hyperbayes.models import DataError, Dataset, DataWarning, parse_hyperprior, simulate
 
 #: Subtraction of statistics and the eigen route vs refitting with LU solves on the rows:
 #: the same numbers up to round-off, amplified at most by cond(G + lambda I) ~ 1e3 here.
@@ -57,7 +57,7 @@ def test_closed_form_loo_equals_refitting(data):
 
 def test_loo_in_row_blocks_equals_one_block(data, monkeypatch):
     whole = cross_validate(data, scheme="loo", lambdas=LAMBDAS, noise=1.0)
-    monkeypatch.setattr("inference.cross_validation._LOO_BLOCK_ELEMENTS", 3 * LAMBDAS.size)
+    monkeypatch.setattr("hyperbayes.inference.methods.cross_validation._LOO_BLOCK_ELEMENTS", 3 * LAMBDAS.size)
     blocked = cross_validate(data, scheme="loo", lambdas=LAMBDAS, noise=1.0)
     np.testing.assert_allclose(blocked.score, whole.score, rtol=1e-12)
     np.testing.assert_allclose(blocked.se, whole.se, rtol=1e-9)

@@ -9,7 +9,7 @@ import pytest
 import sklearn.datasets
 from sklearn.linear_model import LinearRegression
 
-from models.data import (
+from hyperbayes.models.data import (
     Centering,
     DataError,
     Dataset,

@@ -13,7 +13,7 @@ import arviz_base as azb
 import numpy as np
 import pytest
 
-from inference.diagnostics import (
+from hyperbayes.inference.methods.diagnostics import (
     BFMI_MIN,
     ESS_MIN,
     RHAT_MAX,

@@ -10,19 +10,19 @@ import pytest
 from scipy import optimize
 from sklearn.linear_model import ARDRegression, BayesianRidge
 
-from inference.empirical_bayes import empirical_bayes, one_dimensional_eb, run
-from inference.evidence_teaching import (
+from hyperbayes.inference.mathematics.linear_gaussian import log_marginal_likelihood
+from hyperbayes.inference.methods.empirical_bayes import empirical_bayes, one_dimensional_eb, run
+from hyperbayes.inference.methods.results import RunOptions
+from hyperbayes.inference.teaching.evidence_teaching import (
     legendre_design,
     monte_carlo_error_table,
     monte_carlo_log_evidence,
     nested_model_evidence,
 )
-from inference.linear_gaussian import log_marginal_likelihood
-from inference.results import RunOptions
-from models.builders import marginal_regression
-from models.data import DataError, Dataset, load_diabetes, simulate
-from models.hyperpriors import parse_hyperprior
-from models.sufficient_stats import Eigen, SufficientStats
+from hyperbayes.models.builders import marginal_regression
+from hyperbayes.models.data import DataError, Dataset, load_diabetes, simulate
+from hyperbayes.models.hyperpriors import parse_hyperprior
+from hyperbayes.models.sufficient_stats import Eigen, SufficientStats
 
 #: Closed forms and the fast route agree to the optimiser's precision (Newton-polished).
 CLOSED_FORM_RTOL = 1e-9
@@ -189,7 +189,7 @@ def test_ard_stationarity_and_pruning_test():
     eb = empirical_bayes(sim.data, ard=True)
     assert eb.converged
     st = SufficientStats.from_dataset(sim.data)
-    from inference.linear_gaussian import ard_terms
+    from hyperbayes.inference.mathematics.linear_gaussian import ard_terms
 
     t = ard_terms(st, eb.sigmas, eb.noise)
     active = eb.sigmas > 0

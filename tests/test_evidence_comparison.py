@@ -8,12 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from inference.evidence_comparison import (
+from hyperbayes.inference.workflow.evidence_comparison import (
     Candidate,
     compare_evidence,
     polynomial_dataset,
 )
-from models.data import DataError, simulate
+from hyperbayes.models.data import DataError, simulate
 
 #: |SMC log BF - exact log BF| <= max(ABS_TOL, SE_TOL * se of the log BF): the same rule as the
 #: evidence itself (tests/test_smc.py), applied to a difference of two independent runs.
@@ -27,7 +27,7 @@ def data():
     sim = simulate(n=40, d=3, sigma=1.0, noise=1.0, seed=11)
     X = sim.data.X.copy()
     y = X[:, :2] @ sim.weights[:2] + np.random.default_rng(0).standard_normal(40)
-    from models.data import Dataset
+    from hyperbayes.models.data import Dataset
 
     return Dataset.from_arrays(X, y)
 

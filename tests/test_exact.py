@@ -12,11 +12,14 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from inference.exact import exact_posterior
-from inference.linear_gaussian import log_marginal_likelihood, posterior_weights
-from models.data import simulate
-from models.hyperpriors import ImproperPriorError, parse_hyperprior
-from models.sufficient_stats import SufficientStats
+from hyperbayes.inference.mathematics.linear_gaussian import (
+    log_marginal_likelihood,
+    posterior_weights,
+)
+from hyperbayes.inference.methods.exact import exact_posterior
+from hyperbayes.models.data import simulate
+from hyperbayes.models.hyperpriors import ImproperPriorError, parse_hyperprior
+from hyperbayes.models.sufficient_stats import SufficientStats
 
 EVIDENCE_TOL = 1e-6  # the accuracy the oracle promises for the log evidence (nats)
 MOMENT_RTOL = 1e-6  # quad-integrated moments: both sides are converged quadratures

@@ -7,8 +7,9 @@ import pymc as pm
 import pytest
 from scipy import integrate, stats
 
-from models.data import Dataset, load_diabetes
-from models.hyperpriors import (
+from hyperbayes.models.builders import prior_variable
+from hyperbayes.models.data import Dataset, load_diabetes
+from hyperbayes.models.hyperpriors import (
     FORMS,
     Hyperprior,
     ImproperPriorError,
@@ -214,7 +215,7 @@ def prior_model():
     with pm.Model() as model:
         for spec in [*PROPER_SPECS, "flat"]:
             hp = parse_hyperprior(spec)
-            hp.to_pymc(hp.kind)
+            prior_variable(hp, hp.kind)
     terms = model.compile_logp(jacobian=False, sum=False, mode=FAST)
     return model, terms
 
@@ -259,16 +260,16 @@ def test_pymc_densities_equal_logpdf(prior_model, s):
 
 def test_invgamma_scale_is_a_deterministic():
     with pm.Model() as model:
-        parse_hyperprior("invgamma:3,2").to_pymc("sigma")
+        prior_variable(parse_hyperprior("invgamma:3,2"), "sigma")
     assert [rv.name for rv in model.free_RVs] == ["sigma_sq"]
     assert [d.name for d in model.deterministics] == ["sigma"]
 
 
 def test_to_pymc_shapes():
     with pm.Model(coords={"feature": ["a", "b", "c"]}) as model:
-        parse_hyperprior("loguniform:0.1,10").to_pymc("s1", dims="feature")
-        parse_hyperprior("invgamma:2,1").to_pymc("s2", dims="feature")
-        parse_hyperprior("halfnormal:1").to_pymc("s3", shape=2)
+        prior_variable(parse_hyperprior("loguniform:0.1,10"), "s1", dims="feature")
+        prior_variable(parse_hyperprior("invgamma:2,1"), "s2", dims="feature")
+        prior_variable(parse_hyperprior("halfnormal:1"), "s3", shape=2)
     shapes = {k: v.shape for k, v in model.initial_point().items()}
     assert shapes == {"s1_interval__": (3,), "s2_sq_log__": (3,), "s3_log__": (2,)}
     assert model.named_vars_to_dims["s2"] == ("feature",)

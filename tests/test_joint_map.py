@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from inference.cli import main
-from inference.joint_map import (
+from hyperbayes.inference.methods.joint_map import (
     joint_log_density,
     joint_map,
     profile_log_density,
@@ -25,10 +24,11 @@ from inference.joint_map import (
     sigma_sq_curvature,
     sigma_sq_stationary,
 )
-from inference.results import RunOptions
-from models.data import simulate
-from models.hyperpriors import Hyperprior, parse_hyperprior
-from models.sufficient_stats import SufficientStats
+from hyperbayes.inference.methods.results import RunOptions
+from hyperbayes.inference.workflow.cli import main
+from hyperbayes.models.data import simulate
+from hyperbayes.models.hyperpriors import Hyperprior, parse_hyperprior
+from hyperbayes.models.sufficient_stats import SufficientStats
 
 #: PyMC's compiled density against the NumPy formula: the same float64 operations in another
 #: order; the values are O(10..300), so 1e-9 relative is round-off with a wide margin.

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from inference.linear_gaussian import (
+from hyperbayes.inference.mathematics.linear_gaussian import (
     ard_terms,
     eigen_from_qr,
     log_marginal_likelihood,
@@ -14,8 +14,8 @@ from inference.linear_gaussian import (
     posterior_weights,
     sufficient_stats,
 )
-from models.data import Dataset, simulate
-from models.sufficient_stats import SufficientStats
+from hyperbayes.models.data import Dataset, simulate
+from hyperbayes.models.sufficient_stats import SufficientStats
 
 #: The O(D) eigen formula and a dense N x N Cholesky are both backward stable; for these
 #: small, well-conditioned problems they agree to a few ulps of the log density (~1e2).

@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Ridge
 
-from inference.loss_weight import fit_theta, loss_weight_demo, two_loss_objective
+from hyperbayes.inference.teaching.loss_weight import (
+    fit_theta,
+    loss_weight_demo,
+    two_loss_objective,
+)
 
 #: Ridge by lstsq against scikit-learn's solver: both direct, well-conditioned (lambda > 0).
 RIDGE_RTOL = 1e-8

@@ -15,14 +15,14 @@ import arviz_stats as azs
 import numpy as np
 import pytest
 
-from inference.arviz_io import load_datatree
-from inference.cli import main as cli_main
-from inference.diagnostics import diagnose
-from inference.exact import exact_posterior
-from inference.nuts import default_target_accept, run, sample_posterior
-from inference.results import RunOptions
-from models.data import Dataset, simulate
-from models.hyperpriors import parse_hyperprior
+from hyperbayes.inference.methods.arviz_io import load_datatree
+from hyperbayes.inference.methods.diagnostics import diagnose
+from hyperbayes.inference.methods.exact import exact_posterior
+from hyperbayes.inference.methods.nuts import default_target_accept, run, sample_posterior
+from hyperbayes.inference.methods.results import RunOptions
+from hyperbayes.inference.workflow.cli import main as cli_main
+from hyperbayes.models.data import Dataset, simulate
+from hyperbayes.models.hyperpriors import parse_hyperprior
 
 HYPERPRIOR = "halfnormal:1"
 NOISE_PRIOR = "halfnormal:2"

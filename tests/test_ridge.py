@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Ridge
 
-from inference.linear_gaussian import posterior_weights
-from inference.ridge import (
+from hyperbayes.inference.mathematics.linear_gaussian import posterior_weights
+from hyperbayes.inference.mathematics.ridge import (
     MIN_RESIDUAL_DOF,
     as_lambdas,
     default_lambda_grid,
@@ -14,7 +14,7 @@ from inference.ridge import (
     residual_sum_of_squares_path,
     ridge_path,
 )
-from models import SufficientStats, simulate
+from hyperbayes.models import SufficientStats, simulate
 
 #: Eigen route vs LU solve of the same well-conditioned D x D system: agreement to round-off.
 RTOL_SOLVE = 1e-9

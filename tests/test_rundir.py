@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-import inference.rundir as rundir
-from inference.arviz_io import draws_to_datatree, load_datatree, save_datatree
-from inference.rundir import RunDirectoryExists, write_run_directory
+import hyperbayes.inference.workflow.rundir as rundir
+from hyperbayes.inference.methods.arviz_io import draws_to_datatree, load_datatree, save_datatree
+from hyperbayes.inference.workflow.rundir import RunDirectoryExists, write_run_directory
 
 FEATURES = ("age", "bmi", "bp")
 

@@ -9,12 +9,16 @@ import pytest
 import xarray as xr
 from threadpoolctl import threadpool_info
 
-from inference.exact import exact_posterior
-from inference.results import RunOptions
-from inference.smc import run, smc_evidence
-from inference.smc_stages import SmcEvidenceWarning, pool_log_evidence, read_stage_stats
-from models.data import simulate
-from models.hyperpriors import ImproperPriorError, parse_hyperprior
+from hyperbayes.inference.methods.exact import exact_posterior
+from hyperbayes.inference.methods.results import RunOptions
+from hyperbayes.inference.methods.smc import run, smc_evidence
+from hyperbayes.inference.methods.smc_stages import (
+    SmcEvidenceWarning,
+    pool_log_evidence,
+    read_stage_stats,
+)
+from hyperbayes.models.data import simulate
+from hyperbayes.models.hyperpriors import ImproperPriorError, parse_hyperprior
 
 #: The issue's acceptance rule: |SMC - exact| <= max(ABS_TOL, SE_TOL * reported se). The
 #: absolute floor covers SMC's small residual bias (benchmarks/smc_accuracy.py); 4 standard
@@ -228,7 +232,7 @@ def test_run_reports_the_contract(d1):
 
 
 def test_untrustworthy_estimates_are_flagged():
-    from inference.smc import _trust_messages
+    from hyperbayes.inference.methods.smc import _trust_messages
 
     ok = _trust_messages(
         np.array([-10.0, -10.1, -9.95, -10.05]), draws=2000, n_free=2, pymc_warnings=()

@@ -20,18 +20,23 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from inference._optimise import NOISE_FLOOR, fd_hessian, laplace_se, newton_ascent
-from inference.empirical_bayes_ard import ARDFit, fit_ard
-from inference.linear_gaussian import (
+from hyperbayes.inference.mathematics.linear_gaussian import (
     RCOND_GRAM,
     ard_terms,
     log_marginal_likelihood,
     posterior_weights,
     sufficient_stats,
 )
-from inference.results import MethodSummary, RunOptions
-from models.data import DataError, Dataset
-from models.sufficient_stats import SufficientStats
+from hyperbayes.inference.mathematics.optimise import (
+    NOISE_FLOOR,
+    fd_hessian,
+    laplace_se,
+    newton_ascent,
+)
+from hyperbayes.inference.methods.empirical_bayes_ard import ARDFit, fit_ard
+from hyperbayes.inference.methods.results import MethodSummary, RunOptions
+from hyperbayes.models.data import DataError, Dataset
+from hyperbayes.models.sufficient_stats import SufficientStats
 
 __all__ = ["EmpiricalBayesResult", "OneDimensionalEB", "empirical_bayes", "one_dimensional_eb", "run"]
 
@@ -169,7 +174,7 @@ def empirical_bayes(
     ----------
     data : Dataset or SufficientStats
         The data (centred already if an intercept is wanted). From a Dataset the statistics
-        are built with :func:`inference.linear_gaussian.sufficient_stats`, which switches to a
+        are built with :func:`hyperbayes.inference.mathematics.linear_gaussian.sufficient_stats`, which switches to a
         QR/SVD route for ill-conditioned X; given statistics are used as they are.
     noise : float or None
         Known noise scale delta, or None to estimate it too.
@@ -185,7 +190,7 @@ def empirical_bayes(
 
     Examples
     --------
-    >>> from models.data import simulate
+    >>> from hyperbayes.models.data import simulate
     >>> sim = simulate(n=200, d=10, sigma=1.0, noise=0.5, seed=3)
     >>> fit = empirical_bayes(sim.data)
     >>> round(fit.sigma, 3), round(fit.noise, 3), fit.converged

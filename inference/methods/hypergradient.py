@@ -22,9 +22,9 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.sparse.linalg import LinearOperator, cg
 
-from inference.ridge import as_lambdas
-from models.data import DataError, Dataset
-from models.sufficient_stats import SufficientStats
+from hyperbayes.inference.mathematics.ridge import as_lambdas
+from hyperbayes.models.data import DataError, Dataset
+from hyperbayes.models.sufficient_stats import SufficientStats
 
 __all__ = [
     "CG_MIN_FEATURES",

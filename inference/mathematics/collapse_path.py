@@ -4,7 +4,7 @@ The joint density J(w, sigma) = log p(y | w) + log p(w | sigma) + log p(sigma) h
 maximum whenever it keeps rising as w and sigma shrink together (MATH.md section 2). This
 module evaluates a given J along the collapse path w = t w_hat, sigma = t ||w_hat|| / sqrt(D),
 t -> 0, and along the axis w = 0, sigma -> 0, and decides from the tail of those curves
-whether the density is unbounded. It needs only J as a function; :mod:`inference.joint_map`
+whether the density is unbounded. It needs only J as a function; :mod:`hyperbayes.inference.methods.joint_map`
 passes the density ``pm.find_MAP`` maximises.
 """
 

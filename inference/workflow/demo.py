@@ -5,11 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from inference.compare import compare
-from inference.report import write_comparison
-from inference.results import RunOptions
-from models.data import load_diabetes
-from models.hyperpriors import default_hyperpriors
+from hyperbayes.inference.workflow.api import prepare_run
+from hyperbayes.inference.workflow.report import write_comparison
+from hyperbayes.models.data import load_diabetes
 
 __all__ = ["run_demo"]
 
@@ -23,20 +21,11 @@ def run_demo(*, out: Path | None = None, seed: int = 0, progress: bool = True) -
 
     Returns the run directory (default: a new ``hyperbayes-demo-YYYYmmdd-HHMMSS`` here).
     """
-    data, centering = load_diabetes(scaled=True).center()
-    sigma_prior, noise_prior = default_hyperpriors(data)
-    options = RunOptions(
-        hyperprior=sigma_prior,
-        noise=None,
-        noise_prior=noise_prior,
-        seed=seed,
-        draws=DEMO_DRAWS,
-        chains=DEMO_CHAINS,
-        progress=progress,
+    run = prepare_run(
+        load_diabetes(scaled=True), seed=seed, draws=DEMO_DRAWS, chains=DEMO_CHAINS, progress=progress
     )
     if out is None:
         out = Path(f"hyperbayes-demo-{time.strftime('%Y%m%d-%H%M%S')}")
     if out.exists():
         raise FileExistsError(f"output directory {out} exists already; choose a new --out.")
-    result = compare(data, options, centering=centering, progress=progress)
-    return write_comparison(out, result, data, dataset="diabetes (Efron et al. 2004; columns centred, unit norm)")
+    return write_comparison(out, run.compare(), run.data, dataset="diabetes (Efron et al. 2004; columns centred, unit norm)")

@@ -1,6 +1,6 @@
 """PyMC's per-stage SMC statistics, read whatever their layout, and per-chain evidences pooled.
 
-Kept apart from :mod:`inference.smc` (which runs the sampler) because these are pure functions
+Kept apart from :mod:`hyperbayes.inference.methods.smc` (which runs the sampler) because these are pure functions
 of PyMC's output: they are tested on hand-built arrays and reused on netCDF round trips.
 """
 

@@ -17,11 +17,11 @@ matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from inference.joint_density import joint_log_density  # noqa: E402
-from inference.linear_gaussian import log_marginal_likelihood  # noqa: E402
-from models.data import Dataset  # noqa: E402
-from models.hyperpriors import parse_hyperprior  # noqa: E402
-from models.sufficient_stats import SufficientStats  # noqa: E402
+from hyperbayes.inference.mathematics.joint_density import joint_log_density  # noqa: E402
+from hyperbayes.inference.mathematics.linear_gaussian import log_marginal_likelihood  # noqa: E402
+from hyperbayes.models.data import Dataset  # noqa: E402
+from hyperbayes.models.hyperpriors import parse_hyperprior  # noqa: E402
+from hyperbayes.models.sufficient_stats import SufficientStats  # noqa: E402
 
 __all__ = [
     "arviz_png",

@@ -12,18 +12,17 @@ import contextlib
 import json
 import logging
 import sys
-import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 from numpy.linalg import LinAlgError
 
-from inference.registry import METHODS, get_runner
-from inference.results import MethodSummary, RunOptions
-from models.data import DataError, Dataset, DataWarning, load_csv, load_diabetes
-from models.hyperpriors import ImproperPriorError, default_hyperpriors, parse_hyperprior
+from hyperbayes.inference.methods.results import MethodSummary
+from hyperbayes.inference.workflow.api import PreparedRun, prepare_run
+from hyperbayes.inference.workflow.registry import METHODS, get_runner
+from hyperbayes.models.data import DataError, Dataset, DataWarning, load_csv, load_diabetes
+from hyperbayes.models.hyperpriors import ImproperPriorError
 
 __all__ = ["main"]
 
@@ -129,48 +128,43 @@ def load_data(args: argparse.Namespace) -> Dataset:
     return load_csv(args.data, target=args.target)
 
 
-def prepare(args: argparse.Namespace) -> tuple[Dataset, object, RunOptions]:
+def prepare(args: argparse.Namespace) -> PreparedRun:
     """Load, centre and validate everything before any method runs."""
     data = load_data(args)
-    centering = None
-    if not args.no_intercept:
-        data, centering = data.center()
-    default_sigma, default_noise = default_hyperpriors(data)
-    noise_prior = parse_hyperprior(args.noise_prior) if args.noise_prior else default_noise
     if args.noise is not None and args.noise_prior:
         raise UsageError("--noise-prior goes with a learned noise; drop it or drop --noise.")
-    options = RunOptions(
-        hyperprior=parse_hyperprior(args.hyperprior) if args.hyperprior else default_sigma,
+    run = prepare_run(
+        data,
+        intercept=not args.no_intercept,
+        hyperprior=args.hyperprior or None,
         noise=args.noise,
-        noise_prior=None if args.noise is not None else noise_prior,
+        noise_prior=args.noise_prior or None,
         seed=args.seed,
         draws=args.draws,
         chains=args.chains,
         ard=args.ard,
         progress=not args.quiet,
     )
-    note = data.methods_note()
+    note = run.data.methods_note()
     if note and not args.quiet:
         print(f"hyperbayes: note: {note}", file=sys.stderr)
-    return data, centering, options
+    return run
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    data, centering, options = prepare(args)
+    run = prepare(args)
     if args.out is not None and args.out.exists():
         raise FileExistsError(f"output directory {args.out} exists already; choose a new --out.")
-    runner = get_runner(args.method)
-    _progress(args, f"running {args.method} on N = {data.n}, D = {data.d} ...")
-    start = time.perf_counter()
+    get_runner(args.method)
+    _progress(args, f"running {args.method} on N = {run.data.n}, D = {run.data.d} ...")
     with _progress_to_stderr(quiet=args.quiet):
-        summary = runner(data, options).with_centering(centering)
-    if summary.wall_time is None:
-        summary = replace(summary, wall_time=time.perf_counter() - start)
+        summary = run.fit(args.method)
     payload = summary.to_json()
+    options = run.options
     payload.setdefault("hyperprior", str(options.hyperprior))
     payload.setdefault("noise_prior", str(options.noise_prior) if options.noise_prior else None)
     if args.out is not None:
-        from inference.rundir import write_run_directory
+        from hyperbayes.inference.workflow.rundir import write_run_directory
 
         write_run_directory(args.out, summary=payload, datatrees={args.method: summary.draws})
         _progress(args, f"wrote {args.out}")
@@ -182,10 +176,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from inference.compare import compare
-    from inference.report import REPORT_NAME, write_comparison
+    from hyperbayes.inference.workflow.report import REPORT_NAME, write_comparison
 
-    data, centering, options = prepare(args)
+    run = prepare(args)
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
     unknown = [m for m in methods or [] if m not in METHODS]
     if unknown:
@@ -193,11 +186,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if args.out.exists():
         raise FileExistsError(f"output directory {args.out} exists already; choose a new --out.")
     with _progress_to_stderr(quiet=args.quiet):
-        result = compare(
-            data, options, methods=methods, centering=centering, progress=options.progress
-        )
+        result = run.compare(methods)
     source = str(args.data) if args.data else "diabetes (Efron et al. 2004; columns centred, unit norm)"
-    out = write_comparison(args.out, result, data, dataset=source)
+    out = write_comparison(args.out, result, run.data, dataset=source)
     failed = [r.method for r in result.rows if r.status == "failed"]
     print(f"report: {out / REPORT_NAME}")
     if failed:
@@ -206,7 +197,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from inference.report import write_report
+    from hyperbayes.inference.workflow.report import write_report
 
     if not (args.run_dir / "summary.json").is_file():
         raise UsageError(f"{args.run_dir} is not a run directory (no summary.json).")
@@ -215,7 +206,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from inference.demo import run_demo
+    from hyperbayes.inference.workflow.demo import run_demo
 
     with _progress_to_stderr(quiet=args.quiet):
         out = run_demo(out=args.out, seed=args.seed, progress=not args.quiet)

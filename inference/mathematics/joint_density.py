@@ -1,7 +1,7 @@
 """The joint density J(w, sigma) of MATH.md section 2, in NumPy: the mathematics of why joint
 MAP over (w, sigma) degenerates, separate from the optimiser that demonstrates it.
 
-Pure NumPy (no PyMC): used by :mod:`inference.joint_map`, the report's figure and the notebook.
+Pure NumPy (no PyMC): used by :mod:`hyperbayes.inference.methods.joint_map`, the report's figure and the notebook.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from models.hyperpriors import Hyperprior, parse_hyperprior
-from models.sufficient_stats import SufficientStats
+from hyperbayes.models.hyperpriors import Hyperprior, parse_hyperprior
+from hyperbayes.models.sufficient_stats import SufficientStats
 
 __all__ = [
     "joint_log_density",

@@ -10,7 +10,7 @@ bounded ("proper"), and then the mode is placed by the hyperprior, not by the da
 
 :func:`joint_map` runs the optimiser from several starts and decides the verdict from the
 density itself (evaluated along the collapse path and the w = 0 axis by
-:mod:`inference.collapse_path`), never from whether the optimiser happened to converge.
+:mod:`hyperbayes.inference.mathematics.collapse_path`), never from whether the optimiser happened to converge.
 """
 
 from __future__ import annotations
@@ -25,18 +25,22 @@ import pymc as pm
 import pytensor
 from numpy.typing import ArrayLike, NDArray
 
-from inference.collapse_path import T_MIN, CollapseEvidence, collapse_evidence
-from inference.joint_density import (
+from hyperbayes.inference.mathematics.collapse_path import (
+    T_MIN,
+    CollapseEvidence,
+    collapse_evidence,
+)
+from hyperbayes.inference.mathematics.joint_density import (
     joint_log_density,
     profile_log_density,
     rescale_hyperprior,
     sigma_sq_curvature,
     sigma_sq_stationary,
 )
-from inference.results import MethodSummary, RunOptions
-from models.builders import hierarchical_regression
-from models.data import Dataset
-from models.hyperpriors import Hyperprior, noise_spec, parse_hyperprior
+from hyperbayes.inference.methods.results import MethodSummary, RunOptions
+from hyperbayes.models.builders import hierarchical_regression
+from hyperbayes.models.data import Dataset
+from hyperbayes.models.hyperpriors import Hyperprior, noise_spec, parse_hyperprior
 
 __all__ = [
     "CollapseEvidence",
@@ -225,7 +229,7 @@ def joint_map(
 
     Notes
     -----
-    The model is :func:`models.builders.hierarchical_regression` with
+    The model is :func:`hyperbayes.models.builders.hierarchical_regression` with
     ``parametrization="centered"``: the degeneracy is a property of the density in (w, sigma),
     p(y | w) p(w | sigma) p(sigma). The non-centred model's density in (z, sigma), with
     w = sigma z, is a different function (no -D log sigma term: the Jacobian of w = sigma z

@@ -23,7 +23,7 @@ import numpy as np
 import scipy.optimize
 from numpy.typing import ArrayLike, NDArray
 
-from models.data import simulate
+from hyperbayes.models.data import simulate
 
 __all__ = ["LossWeightDemo", "fit_theta", "loss_weight_demo", "two_loss_objective"]
 
@@ -124,7 +124,7 @@ def loss_weight_demo(
         Training rows, held-out rows, features. With D close to N_train least squares overfits,
         so the robust term is worth having.
     sigma, noise : float
-        True weight scale and observation noise of :func:`models.data.simulate`.
+        True weight scale and observation noise of :func:`hyperbayes.models.data.simulate`.
     input_noise : float
         s of the robust loss.
     n_starts : int

@@ -9,19 +9,19 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from inference.results import MethodSummary, RunOptions
-from models.data import Dataset
+from hyperbayes.inference.methods.results import MethodSummary, RunOptions
+from hyperbayes.models.data import Dataset
 
 __all__ = ["METHODS", "get_runner"]
 
 #: Every method, in the order ``compare`` runs and reports them.
 METHODS: dict[str, str] = {
-    "exact": "inference.exact:run",
-    "eb": "inference.empirical_bayes:run",
-    "joint-map": "inference.joint_map:run",
-    "nuts": "inference.nuts:run",
-    "smc": "inference.smc:run",
-    "cv": "inference.cross_validation:run",
+    "exact": "hyperbayes.inference.methods.exact:run",
+    "eb": "hyperbayes.inference.methods.empirical_bayes:run",
+    "joint-map": "hyperbayes.inference.methods.joint_map:run",
+    "nuts": "hyperbayes.inference.methods.nuts:run",
+    "smc": "hyperbayes.inference.methods.smc:run",
+    "cv": "hyperbayes.inference.methods.cross_validation:run",
 }
 
 Runner = Callable[[Dataset, RunOptions], MethodSummary]

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from inference import figures
-from inference.arviz_io import load_datatree
-from inference.compare import Comparison
-from inference.rundir import write_run_directory
-from models.data import Dataset, load_csv
+from hyperbayes.inference.methods.arviz_io import load_datatree
+from hyperbayes.inference.workflow import figures
+from hyperbayes.inference.workflow.compare import Comparison
+from hyperbayes.inference.workflow.rundir import write_run_directory
+from hyperbayes.models.data import Dataset, load_csv
 
 __all__ = ["REPORT_NAME", "render_report", "write_comparison", "write_report"]
 

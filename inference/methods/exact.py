@@ -21,12 +21,12 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import logsumexp
 
-from inference.arviz_io import draws_to_datatree
-from inference.linear_gaussian import log_marginal_likelihood
-from inference.results import MethodSummary, RunOptions
-from models.data import Dataset
-from models.hyperpriors import Hyperprior, noise_spec, parse_hyperprior
-from models.sufficient_stats import SufficientStats
+from hyperbayes.inference.mathematics.linear_gaussian import log_marginal_likelihood
+from hyperbayes.inference.methods.arviz_io import draws_to_datatree
+from hyperbayes.inference.methods.results import MethodSummary, RunOptions
+from hyperbayes.models.data import Dataset
+from hyperbayes.models.hyperpriors import Hyperprior, noise_spec, parse_hyperprior
+from hyperbayes.models.sufficient_stats import SufficientStats
 
 __all__ = ["ExactPosterior", "QuadratureWarning", "exact_posterior", "run"]
 

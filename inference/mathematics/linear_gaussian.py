@@ -20,8 +20,8 @@ import numpy as np
 import scipy.linalg
 from numpy.typing import ArrayLike, NDArray
 
-from models.data import Dataset
-from models.sufficient_stats import Eigen, SufficientStats, log_marginal_likelihood_eigen
+from hyperbayes.models.data import Dataset
+from hyperbayes.models.sufficient_stats import Eigen, SufficientStats, log_marginal_likelihood_eigen
 
 __all__ = [
     "ARDTerms",

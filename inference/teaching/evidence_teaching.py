@@ -6,7 +6,7 @@
 * :func:`nested_model_evidence` measures Occam's razor: the maximised evidence of nested
   models (the first k features, e.g. polynomial degree k - 1) on data from a known model.
 
-Neither is used for inference; the exact O(D) formula of :mod:`inference.linear_gaussian` is.
+Neither is used for inference; the exact O(D) formula of :mod:`hyperbayes.inference.mathematics.linear_gaussian` is.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import logsumexp
 
-from inference.empirical_bayes import empirical_bayes
-from inference.linear_gaussian import log_marginal_likelihood
-from models.data import Dataset, simulate
-from models.sufficient_stats import SufficientStats
+from hyperbayes.inference.mathematics.linear_gaussian import log_marginal_likelihood
+from hyperbayes.inference.methods.empirical_bayes import empirical_bayes
+from hyperbayes.models.data import Dataset, simulate
+from hyperbayes.models.sufficient_stats import SufficientStats
 
 __all__ = [
     "MonteCarloErrorTable",
@@ -115,7 +115,7 @@ def monte_carlo_error_table(
 ) -> MonteCarloErrorTable:
     """Simulate data for each D, estimate log p(y | sigma) by Monte Carlo, compare to exact.
 
-    The data for each D are drawn from the model itself (``models.data.simulate`` with the
+    The data for each D are drawn from the model itself (``hyperbayes.models.data.simulate`` with the
     given sigma and noise) and the evidence is evaluated at the true sigma, so any error is the
     estimator's alone. ``repeats`` independent estimates give its spread.
     """

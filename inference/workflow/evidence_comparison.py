@@ -1,6 +1,6 @@
 """Model comparison by the evidence: log p(y | model) and Bayes factors, SMC beside exact.
 
-:func:`compare_evidence` runs :func:`inference.smc.smc_evidence` on each competing model of
+:func:`compare_evidence` runs :func:`hyperbayes.inference.methods.smc.smc_evidence` on each competing model of
 the same target y -- other hyperpriors on sigma, other feature subsets, other polynomial
 degrees -- and returns the project's model-comparison table (:class:`EvidenceTable`), with
 the exact oracle's values beside the SMC estimates wherever the oracle applies.
@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from inference.results import json_safe
-from inference.smc import Kernel, SmcResult, smc_evidence
-from models.data import DataError, Dataset
-from models.hyperpriors import Hyperprior, parse_hyperprior
+from hyperbayes.inference.methods.results import json_safe
+from hyperbayes.inference.methods.smc import Kernel, SmcResult, smc_evidence
+from hyperbayes.models.data import DataError, Dataset
+from hyperbayes.models.hyperpriors import Hyperprior, parse_hyperprior
 
 __all__ = ["Candidate", "EvidenceRow", "EvidenceTable", "compare_evidence", "polynomial_dataset"]
 
@@ -169,7 +169,7 @@ def compare_evidence(
     candidates : sequence of Candidate
         The models, each with its own design matrix and priors; all must share y.
     draws, chains, kernel, cores
-        Passed to :func:`inference.smc.smc_evidence` for every model.
+        Passed to :func:`hyperbayes.inference.methods.smc.smc_evidence` for every model.
     seed : int
         Each model gets its own stream, spawned from this seed (independent runs).
     reference : str, optional
@@ -193,7 +193,7 @@ def compare_evidence(
     p(y | M) is comparable across models only for the same y (same rows, same centring).
     The Bayes factor BF(a : b) = p(y | a) / p(y | b) is the posterior odds of a over b at
     prior odds 1 (Kass and Raftery 1995, JASA 90(430), 773-795). SMC warnings of each model
-    (see :func:`inference.smc.smc_evidence`) are kept in its row.
+    (see :func:`hyperbayes.inference.methods.smc.smc_evidence`) are kept in its row.
     """
     if len(candidates) < 2:
         raise ValueError("compare_evidence needs at least two candidate models.")

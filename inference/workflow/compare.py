@@ -1,6 +1,6 @@
 """Every method on the same data, side by side: the comparison table behind the report.
 
-``compare`` loops over the method table (``inference.registry.METHODS``), calls each method's
+``run_comparison`` loops over the method table (``hyperbayes.inference.workflow.registry.METHODS``), calls each method's
 ``run`` with the same options and seed, and isolates failures: a method that raises is a row
 marked ``failed`` with its message while the others complete.
 """
@@ -15,12 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from inference.registry import METHODS, get_runner
-from inference.results import MethodSummary, RunOptions, json_safe
-from models.data import Centering, Dataset
-from models.hyperpriors import ImproperPriorError
+from hyperbayes.inference.methods.results import MethodSummary, RunOptions, json_safe
+from hyperbayes.inference.workflow.registry import METHODS, get_runner
+from hyperbayes.models.data import Centering, Dataset
+from hyperbayes.models.hyperpriors import ImproperPriorError
 
-__all__ = ["Comparison", "ComparisonRow", "compare"]
+__all__ = ["Comparison", "ComparisonRow", "run_comparison"]
 
 Status = Literal["ok", "warnings", "degenerate", "failed", "not applicable"]
 
@@ -91,7 +91,7 @@ class Comparison:
         )
 
 
-def compare(
+def run_comparison(
     data: Dataset,
     options: RunOptions,
     *,
@@ -108,7 +108,7 @@ def compare(
     options : RunOptions
         Hyperprior, noise, seed and sampler sizes, shared by every method.
     methods : sequence of str, optional
-        Names from ``inference.registry.METHODS``; default all, in that table's order.
+        Names from ``hyperbayes.inference.workflow.registry.METHODS``; default all, in that table's order.
     centering : Centering, optional
         Used to report each method's intercept.
     progress : bool

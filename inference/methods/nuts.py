@@ -29,14 +29,14 @@ import pymc as pm
 import xarray as xr
 from numpy.typing import NDArray
 
-from inference.arviz_io import pooled_draws, posterior_summary
-from inference.diagnostics import Diagnostics, diagnose
-from inference.linear_gaussian import posterior_weights
-from inference.results import MethodSummary, RunOptions
-from models.builders import hierarchical_regression, marginal_regression
-from models.data import Dataset
-from models.hyperpriors import Hyperprior, noise_spec
-from models.sufficient_stats import SufficientStats
+from hyperbayes.inference.mathematics.linear_gaussian import posterior_weights
+from hyperbayes.inference.methods.arviz_io import pooled_draws, posterior_summary
+from hyperbayes.inference.methods.diagnostics import Diagnostics, diagnose
+from hyperbayes.inference.methods.results import MethodSummary, RunOptions
+from hyperbayes.models.builders import hierarchical_regression, marginal_regression
+from hyperbayes.models.data import Dataset
+from hyperbayes.models.hyperpriors import Hyperprior, noise_spec
+from hyperbayes.models.sufficient_stats import SufficientStats
 
 __all__ = ["NutsResult", "default_target_accept", "run", "sample_posterior"]
 
@@ -93,7 +93,7 @@ class NutsResult:
         plus the sampler's own variables such as ``z``), ``sample_stats``, ``log_likelihood``
         (``y`` with dim ``obs``) and ``observed_data``.
     diagnostics : Diagnostics
-        Convergence checks (:func:`inference.diagnostics.diagnose`).
+        Convergence checks (:func:`hyperbayes.inference.methods.diagnostics.diagnose`).
     parametrization, backend : str
         How the draws were made.
     wall_time : float

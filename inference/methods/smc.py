@@ -1,8 +1,8 @@
 """Sequential Monte Carlo (SMC) estimates of the evidence p(y), checked against the exact value.
 
-:func:`smc_evidence` runs ``pm.sample_smc`` on :func:`models.builders.hierarchical_regression`,
+:func:`smc_evidence` runs ``pm.sample_smc`` on :func:`hyperbayes.models.builders.hierarchical_regression`,
 reads each chain's log evidence out of PyMC's per-stage statistics and pools the chains (both
-in :mod:`inference.smc_stages`), and puts the exact oracle's value (MATH.md section 4) beside
+in :mod:`hyperbayes.inference.methods.smc_stages`), and puts the exact oracle's value (MATH.md section 4) beside
 the estimate. :func:`run` is the ``smc`` method of the CLI and ``compare``.
 
 How SMC estimates the evidence: the particles move from the prior (beta = 0) to the posterior
@@ -56,23 +56,23 @@ import xarray as xr
 from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
 
-from inference.arviz_io import pooled_draws, posterior_summary
-from inference.results import MethodSummary, RunOptions
-from inference.smc_stages import (
+from hyperbayes.inference.methods.arviz_io import pooled_draws, posterior_summary
+from hyperbayes.inference.methods.results import MethodSummary, RunOptions
+from hyperbayes.inference.methods.smc_stages import (
     SmcEvidenceWarning,
     pool_log_evidence,
     read_stage_stats,
     with_clean_stage_stats,
 )
-from models.builders import hierarchical_regression
-from models.data import Dataset
-from models.hyperpriors import Hyperprior, noise_spec, parse_hyperprior
+from hyperbayes.models.builders import hierarchical_regression
+from hyperbayes.models.data import Dataset
+from hyperbayes.models.hyperpriors import Hyperprior, noise_spec, parse_hyperprior
 
 __all__ = [
     "DISAGREEMENT_NATS",
     "THRESHOLD",
     "DRAWS_PER_DIMENSION",
-    "SmcEvidenceWarning",  # from inference.smc_stages, where the evidence is pooled
+    "SmcEvidenceWarning",  # from hyperbayes.inference.methods.smc_stages, where the evidence is pooled
     "SmcResult",
     "run",
     "smc_evidence",
@@ -258,7 +258,7 @@ def smc_evidence(
     tree = with_clean_stage_stats(tree, stats)
     exact_value = None
     if exact and not ard:
-        from inference.exact import exact_posterior  # the oracle (NumPy only)
+        from hyperbayes.inference.methods.exact import exact_posterior  # the oracle (NumPy only)
 
         exact_value = exact_posterior(
             data, hyperprior=hp, noise=noise, noise_prior=noise_prior
@@ -294,7 +294,7 @@ def run(data: Dataset, options: RunOptions) -> MethodSummary:
     chains), ``chain_n_stages``, ``chain_log_evidence``, ``exact_log_evidence`` and ``error``.
     With ``options.ard`` the per-feature sigmas are in ``extra["sigma_ard"]``, sigma is None.
     """
-    from inference.diagnostics import diagnose
+    from hyperbayes.inference.methods.diagnostics import diagnose
 
     start = time.perf_counter()
     result = smc_evidence(

@@ -23,9 +23,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from inference.hypergradient import hypergradient_descent
-from inference.results import MethodSummary, RunOptions
-from inference.ridge import (
+from hyperbayes.inference.mathematics.ridge import (
     as_lambdas,
     default_lambda_grid,
     effective_dof,
@@ -33,8 +31,10 @@ from inference.ridge import (
     residual_sum_of_squares_path,
     ridge_path,
 )
-from models.data import DataError, Dataset, DataWarning
-from models.sufficient_stats import SufficientStats
+from hyperbayes.inference.methods.hypergradient import hypergradient_descent
+from hyperbayes.inference.methods.results import MethodSummary, RunOptions
+from hyperbayes.models.data import DataError, Dataset, DataWarning
+from hyperbayes.models.sufficient_stats import SufficientStats
 
 __all__ = ["DEFAULT_FOLDS", "SCHEMES", "CVResult", "cross_validate", "fold_indices", "run"]
 
@@ -147,7 +147,7 @@ def cross_validate(
 
     Examples
     --------
-    >>> from models import simulate
+    >>> from hyperbayes.models import simulate
     >>> sim = simulate(n=200, d=5, sigma=1.0, noise=0.5, seed=1)
     >>> res = cross_validate(sim.data, scheme="loo", noise=0.5)
     >>> bool(res.lambdas[0] < res.lambda_ < res.lambdas[-1])

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from models.data import Centering
-from models.hyperpriors import Hyperprior, noise_spec
+from hyperbayes.models.data import Centering
+from hyperbayes.models.hyperpriors import Hyperprior, noise_spec
 
 __all__ = ["MethodSummary", "RunOptions", "json_safe"]
 

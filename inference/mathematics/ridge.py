@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from models.sufficient_stats import SufficientStats
+from hyperbayes.models.sufficient_stats import SufficientStats
 
 __all__ = [
     "as_lambdas",

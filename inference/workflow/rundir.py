@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from inference.arviz_io import save_datatree
-from inference.results import json_safe
+from hyperbayes.inference.methods.arviz_io import save_datatree
+from hyperbayes.inference.methods.results import json_safe
 
 __all__ = ["RunDirectoryExists", "write_run_directory"]
 

@@ -1,8 +1,8 @@
 """Empirical Bayes with one prior scale per feature (ARD; MATH.md section 3).
 
-Called by :func:`inference.empirical_bayes.empirical_bayes` with ``ard=True``, which turns the
+Called by :func:`hyperbayes.inference.methods.empirical_bayes.empirical_bayes` with ``ard=True``, which turns the
 raw :class:`ARDFit` into its result. O(D^3) per step through
-:func:`inference.linear_gaussian.ard_terms`.
+:func:`hyperbayes.inference.mathematics.linear_gaussian.ard_terms`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from inference._optimise import NOISE_FLOOR, newton_ascent
-from inference.linear_gaussian import ard_terms
-from models.sufficient_stats import SufficientStats
+from hyperbayes.inference.mathematics.linear_gaussian import ard_terms
+from hyperbayes.inference.mathematics.optimise import NOISE_FLOOR, newton_ascent
+from hyperbayes.models.sufficient_stats import SufficientStats
 
 __all__ = ["ARDFit", "fit_ard", "sparsity_quality"]
 
