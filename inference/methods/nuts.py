@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib.util
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,14 +28,18 @@ import pymc as pm
 import xarray as xr
 from numpy.typing import NDArray
 
-from hyperbayes.inference.mathematics.linear_gaussian import posterior_weights
 from hyperbayes.inference.methods.arviz_io import pooled_draws, posterior_summary
 from hyperbayes.inference.methods.diagnostics import Diagnostics, diagnose
+from hyperbayes.inference.methods.nuts_draws import (
+    AUX_NAME,
+    with_exact_weights,
+    with_log_likelihood,
+    without_auxiliary,
+)
 from hyperbayes.inference.methods.results import MethodSummary, RunOptions
 from hyperbayes.models.builders import hierarchical_regression, marginal_regression
 from hyperbayes.models.data import Dataset
 from hyperbayes.models.hyperpriors import Hyperprior, noise_spec
-from hyperbayes.models.sufficient_stats import SufficientStats
 
 __all__ = ["NutsResult", "default_target_accept", "run", "sample_posterior"]
 
@@ -76,7 +79,6 @@ TARGET_ACCEPT_HIERARCHICAL = 0.95
 #: moderate and learned-noise cases; N = 10,000, D = 20), no divergences; 8 gave more than 3.
 #: nutpie has the same weakness: at N = 10,000, D = 20, 2 x 1000 draws, ESS 476 -> 2538.
 AUXILIARY_DIMS = 8
-_AUX_NAME = "nuts_auxiliary"
 #: ``run`` stores the pointwise log likelihood only up to this many values (chains x draws x N,
 #: 8 bytes each: 160 MB); past it LOO is unavailable and the summary says so.
 MAX_LOG_LIKELIHOOD_VALUES = 20_000_000
@@ -217,7 +219,7 @@ def sample_posterior(
     if parametrization == "marginal":
         model = marginal_regression(data, hyperprior=hyperprior, noise=noise_arg)
         with model:
-            pm.Normal(_AUX_NAME, 0.0, 1.0, shape=AUXILIARY_DIMS)
+            pm.Normal(AUX_NAME, 0.0, 1.0, shape=AUXILIARY_DIMS)
     else:
         model = hierarchical_regression(
             data,
@@ -241,9 +243,9 @@ def sample_posterior(
             compute_convergence_checks=False,  # diagnose() below does it, once, our way
         )
     if parametrization == "marginal":
-        tree = _with_exact_weights(_without_auxiliary(tree), data, noise, seed=seed)
+        tree = with_exact_weights(without_auxiliary(tree), data, noise, seed=seed)
     if log_likelihood:
-        tree = _with_log_likelihood(tree, data, noise)
+        tree = with_log_likelihood(tree, data, noise)
     wall = time.perf_counter() - start
     return NutsResult(
         draws=tree,
@@ -343,78 +345,3 @@ def _check_options(parametrization: str, backend: str, ard: bool) -> None:
             "the marginal parametrisation has one shared sigma; for ARD use "
             "parametrization='noncentered'."
         )
-
-
-def _with_exact_weights(
-    tree: xr.DataTree, data: Dataset, noise: float | None, *, seed: int
-) -> xr.DataTree:
-    """Add ``w`` (chain, draw, feature): one exact draw of w | sigma, delta, y per draw."""
-    post = tree["posterior"].to_dataset()
-    sigma = np.asarray(post["sigma"].values, dtype=float)
-    delta = _noise_draws(post, noise, sigma.shape)
-    stats = SufficientStats.from_dataset(data)
-    # A stream of its own, so the weights do not reuse the sampler's random numbers.
-    rng = np.random.default_rng([seed, 1])
-    eps = rng.standard_normal((*sigma.shape, data.d))
-    w = np.empty_like(eps)
-    for index in np.ndindex(sigma.shape):
-        mean, cov = posterior_weights(stats, sigma[index], delta[index])
-        w[index] = mean + _cov_sqrt(cov) @ eps[index]
-    post["w"] = xr.DataArray(
-        w, dims=("chain", "draw", "feature"), coords={"feature": list(data.feature_names)}
-    )
-    out = tree.copy()
-    out["posterior"] = xr.DataTree(post)
-    return out
-
-
-def _without_auxiliary(tree: xr.DataTree) -> xr.DataTree:
-    """Drop the auxiliary variables (see ``AUXILIARY_DIMS``) and their dimension."""
-    post = tree["posterior"].to_dataset()
-    dims = set(post[_AUX_NAME].dims) - {"chain", "draw"}
-    out = tree.copy()
-    out["posterior"] = xr.DataTree(post.drop_vars(_AUX_NAME).drop_dims(dims, errors="ignore"))
-    return out
-
-
-def _cov_sqrt(cov: NDArray[np.float64]) -> NDArray[np.float64]:
-    """A square root L with L L^T = cov: Cholesky, or the symmetric root if round-off bites."""
-    try:
-        return np.linalg.cholesky(cov)
-    except np.linalg.LinAlgError:
-        lam, V = np.linalg.eigh(cov)
-        return V * np.sqrt(np.clip(lam, 0.0, None))
-
-
-def _noise_draws(post: xr.Dataset, noise: float | None, shape: tuple[int, ...]) -> NDArray:
-    if noise is not None:
-        return np.full(shape, float(noise))
-    return np.asarray(post["noise"].values, dtype=float)
-
-
-def _with_log_likelihood(tree: xr.DataTree, data: Dataset, noise: float | None) -> xr.DataTree:
-    """Add ``log_likelihood/y`` = log N(y_i | x_i . w, delta^2) and ``observed_data/y``.
-
-    One NumPy implementation for every parametrisation (the marginal and sufficient-statistics
-    models have no per-observation node for PyMC to evaluate). Computed a chain at a time, so
-    the only large array is the result itself (chains x draws x N).
-    """
-    post = tree["posterior"].to_dataset()
-    w = np.asarray(post["w"].values, dtype=float)
-    delta = _noise_draws(post, noise, w.shape[:2])
-    loglik = np.empty((*w.shape[:2], data.n))
-    for c in range(w.shape[0]):
-        resid = data.y[None, :] - w[c] @ data.X.T
-        d2 = delta[c][:, None] ** 2
-        loglik[c] = -0.5 * (np.log(2 * np.pi * d2) + resid**2 / d2)
-    obs = {"obs": np.arange(data.n)}
-    out = tree.copy()
-    out["log_likelihood"] = xr.DataTree(
-        xr.Dataset({"y": (("chain", "draw", "obs"), loglik)}, coords={**_sample_coords(post), **obs})
-    )
-    out["observed_data"] = xr.DataTree(xr.Dataset({"y": ("obs", data.y)}, coords=obs))
-    return out
-
-
-def _sample_coords(post: xr.Dataset) -> Mapping[str, np.ndarray]:
-    return {"chain": post["chain"].values, "draw": post["draw"].values}

@@ -51,13 +51,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-import pymc as pm
 import xarray as xr
 from numpy.typing import NDArray
-from threadpoolctl import threadpool_limits
 
 from hyperbayes.inference.methods.arviz_io import pooled_draws, posterior_summary
 from hyperbayes.inference.methods.results import MethodSummary, RunOptions
+from hyperbayes.inference.methods.smc_sampling import check_sizes, noise_model_argument, sample
 from hyperbayes.inference.methods.smc_stages import (
     SmcEvidenceWarning,
     pool_log_evidence,
@@ -66,7 +65,7 @@ from hyperbayes.inference.methods.smc_stages import (
 )
 from hyperbayes.models.builders import hierarchical_regression
 from hyperbayes.models.data import Dataset
-from hyperbayes.models.hyperpriors import Hyperprior, noise_spec, parse_hyperprior
+from hyperbayes.models.hyperpriors import Hyperprior, parse_hyperprior
 
 __all__ = [
     "DISAGREEMENT_NATS",
@@ -79,7 +78,6 @@ __all__ = [
 ]
 
 Kernel = Literal["imh", "mh"]
-_KERNELS = {"imh": pm.smc.IMH, "mh": pm.smc.MH}
 
 #: Fewer particles per free parameter than this and the estimate is flagged. A rule of thumb,
 #: not a sharp edge: the kernels fit a covariance (p(p+1)/2 entries) to the particles, and the
@@ -231,8 +229,8 @@ def smc_evidence(
     start = time.perf_counter()
     hp = parse_hyperprior(hyperprior)
     hp.require_proper("the SMC evidence")
-    noise_arg = _noise_model_argument(noise, noise_prior)
-    _check_sizes(draws=draws, chains=chains, cores=cores, kernel=kernel, threshold=threshold)
+    noise_arg = noise_model_argument(noise, noise_prior)
+    check_sizes(draws=draws, chains=chains, cores=cores, kernel=kernel, threshold=threshold)
     model = hierarchical_regression(
         data, hyperprior=hp, noise=noise_arg, likelihood="sufficient", ard=ard
     )
@@ -243,7 +241,7 @@ def smc_evidence(
             f"covariance to the particles; use at least {2 * n_free} "
             f"(better {DRAWS_PER_DIMENSION * n_free})."
         )
-    tree, pymc_warnings = _sample(
+    tree, pymc_warnings = sample(
         model,
         draws=draws,
         chains=chains,
@@ -341,46 +339,6 @@ def run(data: Dataset, options: RunOptions) -> MethodSummary:
 # --------------------------------------------------------------------------- helpers
 
 
-def _sample(model, *, draws, chains, cores, seed, kernel, threshold, progressbar):
-    """Run pm.sample_smc with one BLAS thread; return the tree and PyMC's warning messages."""
-    with (
-        model,
-        threadpool_limits(limits=1, user_api="blas"),
-        warnings.catch_warnings(record=True) as caught,
-    ):
-        warnings.simplefilter("always")
-        try:
-            tree = pm.sample_smc(
-                draws=draws,
-                kernel=_KERNELS[kernel],
-                chains=chains,
-                cores=cores,
-                blas_cores=cores,
-                random_seed=seed,
-                progressbar=progressbar,
-                threshold=threshold,
-                compute_convergence_checks=False,  # diagnose() does this for the project
-            )
-        except ValueError as err:
-            if "covariances" not in str(err):
-                raise
-            raise ValueError(
-                f"SMC failed: {err} With draws={draws} the particles' covariance could not be "
-                "estimated; raise draws (at least 100 per free parameter)."
-            ) from err
-    # Numerical warnings (covariance, overflow) concern this estimate and become its messages;
-    # deprecations concern the code, so they are passed on unchanged.
-    about_code = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
-    for w in caught:
-        if issubclass(w.category, about_code):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return tree, tuple(
-        f"{w.category.__name__}: {w.message}"
-        for w in caught
-        if not issubclass(w.category, about_code)
-    )
-
-
 def _trust_messages(
     chain_log_z: NDArray, *, draws: int, n_free: int, pymc_warnings: Sequence[str]
 ) -> tuple[str, ...]:
@@ -404,23 +362,3 @@ def _trust_messages(
             )
     out.extend(f"PyMC warned while sampling: {w}" for w in pymc_warnings)
     return tuple(out)
-
-
-def _noise_model_argument(noise, noise_prior):
-    """The builder's ``noise``: the known scale, or the (proper) prior to learn it."""
-    spec = noise_spec(noise, noise_prior)
-    if noise is not None:
-        return spec
-    prior = parse_hyperprior(spec)
-    prior.require_proper("the SMC evidence with learned noise")
-    return prior
-
-
-def _check_sizes(*, draws: int, chains: int, cores: int, kernel: str, threshold: float) -> None:
-    if not 0 < threshold < 1:
-        raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {threshold}.")
-    if kernel not in _KERNELS:
-        raise ValueError(f"unknown SMC kernel {kernel!r}; choose one of {', '.join(_KERNELS)}.")
-    for name, value in (("draws", draws), ("chains", chains), ("cores", cores)):
-        if int(value) != value or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
