@@ -100,3 +100,15 @@ def test_fit_mirrors_the_cli(tmp_path):
     py = hb.fit("eb", path, target=data.target_name, hyperprior="halfcauchy:2").to_json()
     for key in ("sigma", "noise", "log_evidence", "weights", "intercept"):
         assert py[key] == cli[key], key
+
+
+def test_the_readme_python_example_runs():
+    text = (ROOT / "README.md").read_text()
+    block = text.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    result, eb, post = namespace["result"], namespace["eb"], namespace["post"]
+    assert [r.method for r in result.rows] == list(namespace["hb"].METHODS)
+    assert not [r.message for r in result.rows if r.status == "failed"]
+    lo, hi = post.sigma_quantile([0.025, 0.975])
+    assert lo < eb.sigma < hi

@@ -3,20 +3,25 @@
 Each method module (``exact``, ``empirical_bayes``, ``joint_map``, ``nuts``, ``smc``,
 ``cross_validation``) has its own frozen result type with everything it computed, and a
 ``run(data, options) -> MethodSummary`` entry point that the CLI and ``compare`` call in a
-loop. The summary's JSON form is the ``fit --json`` contract scripts depend on.
+loop. The summary's JSON form is the ``fit --json`` contract scripts depend on; in Jupyter a
+summary shows itself as a small table, and ``to_pandas()`` gives it as a one-row DataFrame.
 """
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hyperbayes.models.data import Centering
 from hyperbayes.models.hyperpriors import Hyperprior, noise_spec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["MethodSummary", "RunOptions", "json_safe"]
 
@@ -94,6 +99,75 @@ class MethodSummary:
             return self
         return replace(self, intercept=centering.intercept(self.weights))
 
+    def _repr_html_(self) -> str:
+        """A two-column HTML table of the main fields and scalar extras, then the warnings
+        (Jupyter shows a summary with it); every text is escaped."""
+        interval = self.sigma_interval
+        fields: dict[str, Any] = {
+            "sigma": self.sigma,
+            "95% interval of sigma": f"[{interval[0]:.4g}, {interval[1]:.4g}]" if interval else None,
+            "noise": self.noise,
+            "log evidence": self.log_evidence,
+            "intercept": self.intercept,
+            "weights": _short_list(self.weights),
+            "degenerate": self.degenerate,
+            "time (s)": None if self.wall_time is None else f"{self.wall_time:.2f}",
+        }
+        for key, value in self._scalar_extra().items():
+            fields.setdefault(key, value)
+        rows = "".join(
+            f"<tr><th>{html.escape(name)}</th><td>{html.escape(_cell(value))}</td></tr>"
+            for name, value in fields.items()
+            if value is not None
+        )
+        notes = "".join(f"<li>{html.escape(w)}</li>" for w in self.warnings)
+        return (
+            f"<p><b>{html.escape(self.method)}</b> (hyperbayes MethodSummary)</p>"
+            f'<table style="text-align:left">{rows}</table>'
+            + (f"<p>Warnings:</p><ul>{notes}</ul>" if notes else "")
+        )
+
+    def to_pandas(self) -> pd.DataFrame:
+        """The summary as a one-row pandas DataFrame.
+
+        One row rather than a Series, so that summaries stack into a table with
+        ``pandas.concat([s.to_pandas() for s in summaries])`` (columns a method lacks are NaN).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by ``method``. Columns: ``sigma``, ``sigma_lower``, ``sigma_upper`` (the
+            95% interval), ``noise``, ``log_evidence``, ``intercept``, ``wall_time`` (floats,
+            NaN where absent), ``degenerate``; then the method's scalar extras in their order
+            (e.g. ``kind``, ``lambda``); then ``weights`` and ``warnings`` (tuples).
+        """
+        import pandas as pd
+
+        lower, upper = self.sigma_interval if self.sigma_interval else (None, None)
+        numbers = {
+            "sigma": self.sigma,
+            "sigma_lower": lower,
+            "sigma_upper": upper,
+            "noise": self.noise,
+            "log_evidence": self.log_evidence,
+            "intercept": self.intercept,
+            "wall_time": self.wall_time,
+        }
+        record: dict[str, Any] = {k: math.nan if v is None else float(v) for k, v in numbers.items()}
+        record["degenerate"] = bool(self.degenerate)
+        for key, value in self._scalar_extra().items():
+            record.setdefault(key, value)
+        record |= {"weights": tuple(self.weights), "warnings": tuple(self.warnings)}
+        return pd.DataFrame([record], index=pd.Index([self.method], name="method"))
+
+    def _scalar_extra(self) -> dict[str, Any]:
+        """The method-specific keys whose values are single numbers, flags or words."""
+        return {
+            str(k): v
+            for k, v in self.extra.items()
+            if isinstance(v, str | bool | int | float | np.bool_ | np.integer | np.floating)
+        }
+
     def to_json(self) -> dict[str, Any]:
         """The JSON object: required keys first, then the method-specific ones."""
         out = {
@@ -112,6 +186,20 @@ class MethodSummary:
         for key, value in self.extra.items():
             out.setdefault(key, value)
         return json_safe(out)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, float | np.floating):
+        return f"{float(value):.6g}"
+    return str(value)
+
+
+def _short_list(values: tuple[float, ...], *, shown: int = 8) -> str:
+    text = ", ".join(f"{v:.4g}" for v in values[:shown])
+    more = f", ... ({len(values)} in all)" if len(values) > shown else ""
+    return f"[{text}{more}]"
 
 
 def json_safe(value: Any) -> Any:

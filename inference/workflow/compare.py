@@ -3,26 +3,45 @@
 ``run_comparison`` loops over the method table (``hyperbayes.inference.workflow.registry.METHODS``), calls each method's
 ``run`` with the same options and seed, and isolates failures: a method that raises is a row
 marked ``failed`` with its message while the others complete.
+
+A :class:`Comparison` shows itself as an HTML table in Jupyter and becomes a pandas DataFrame
+with ``to_pandas()``; :func:`table_html` is the same table for the report, which renders it
+from ``summary.json``.
 """
 
 from __future__ import annotations
 
+import html
+import math
 import sys
 import time
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from hyperbayes.inference.methods.results import MethodSummary, RunOptions, json_safe
 from hyperbayes.inference.workflow.registry import METHODS, get_runner
 from hyperbayes.models.data import Centering, Dataset
 from hyperbayes.models.hyperpriors import ImproperPriorError
 
-__all__ = ["Comparison", "ComparisonRow", "run_comparison"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Comparison", "ComparisonRow", "message_items", "run_comparison", "table_html"]
 
 Status = Literal["ok", "warnings", "degenerate", "failed", "not applicable"]
+
+#: The columns of ``Comparison.to_pandas()`` (``method`` becomes the index).
+TABLE_COLUMNS = (
+    "method", "status", "sigma", "sigma_lower", "sigma_upper", "noise", "lambda",
+    "log_evidence", "heldout_error", "wall_time", "warnings", "message",
+)
+_HEAD = (
+    "method", "status", "sigma", "95% interval", "noise", "lambda", "log evidence",
+    "held-out error", "time (s)",
+)
 
 
 @dataclass(frozen=True)
@@ -74,6 +93,58 @@ class Comparison:
             if r.method == method:
                 return r
         raise KeyError(f"no row for {method!r}; the rows are {[r.method for r in self.rows]}.")
+
+    def _repr_html_(self) -> str:
+        """The table, then each method's failure message and warnings, as HTML (Jupyter shows
+        a Comparison with it); every text is escaped."""
+        table = [r.to_json() for r in self.rows]
+        noise = (
+            f"known, delta = {self.options.noise:.4g}"
+            if self.options.noise is not None
+            else f"learned, prior <code>{html.escape(str(self.options.noise_prior))}</code>"
+        )
+        head = (
+            f"<p><b>hyperbayes comparison</b>: N = {self.n}, D = {self.d}; hyperprior on sigma "
+            f"<code>{html.escape(str(self.options.hyperprior))}</code>; noise {noise}; "
+            f"seed {self.options.seed}.</p>"
+        )
+        items = message_items(table)
+        notes = "<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>" if items else ""
+        return head + table_html(table) + notes
+
+    def to_pandas(self) -> pd.DataFrame:
+        """The table as a pandas DataFrame, one row per method.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by ``method``, in the order the methods ran. Columns (``TABLE_COLUMNS``):
+            ``status``; ``sigma``, ``sigma_lower`` and ``sigma_upper`` (the 95% interval),
+            ``noise``, ``lambda``, ``log_evidence``, ``heldout_error``, ``wall_time`` (floats,
+            NaN where a method has no value); ``warnings`` (a tuple of str) and ``message``
+            (why a method failed or does not apply, else None).
+        """
+        import pandas as pd
+
+        records = []
+        for r in self.rows:
+            lower, upper = r.sigma_interval if r.sigma_interval else (None, None)
+            numbers = {
+                "sigma": r.sigma,
+                "sigma_lower": lower,
+                "sigma_upper": upper,
+                "noise": r.noise,
+                "lambda": r.ridge_lambda,
+                "log_evidence": r.log_evidence,
+                "heldout_error": r.heldout_error,
+                "wall_time": r.wall_time,
+            }
+            records.append(
+                {"method": r.method, "status": r.status}
+                | {k: math.nan if v is None else float(v) for k, v in numbers.items()}
+                | {"warnings": tuple(r.warnings), "message": r.message}
+            )
+        return pd.DataFrame.from_records(records, columns=TABLE_COLUMNS).set_index("method")
 
     def to_json(self) -> dict[str, Any]:
         """The ``summary.json`` of a run directory (per-method objects follow ``fit --json``)."""
@@ -176,3 +247,62 @@ def _row(s: MethodSummary, elapsed: float) -> ComparisonRow:
         wall_time=s.wall_time if s.wall_time is not None else elapsed,
         warnings=tuple(s.warnings),
     )
+
+
+def table_html(table: Sequence[Mapping[str, Any]]) -> str:
+    """The comparison table as an HTML ``<table>``, from its rows' JSON form.
+
+    Parameters
+    ----------
+    table : sequence of mapping
+        ``ComparisonRow.to_json()`` objects (the ``table`` of ``summary.json``).
+
+    Returns
+    -------
+    str
+        One ``<tr>`` per method, classed by its status (``failed``, ``degenerate``, ...);
+        every text is escaped.
+    """
+
+    def num(x, fmt="{:.4g}"):
+        return "" if x is None else fmt.format(x)
+
+    rows = []
+    for r in table:
+        interval = r.get("sigma_interval")
+        cells = [
+            html.escape(r["method"]),
+            html.escape(r["status"]),
+            num(r.get("sigma")),
+            f"[{interval[0]:.3g}, {interval[1]:.3g}]" if interval else "",
+            num(r.get("noise")),
+            num(r.get("lambda")),
+            num(r.get("log_evidence"), "{:.3f}"),
+            num(r.get("heldout_error")),
+            num(r.get("wall_time"), "{:.1f}"),
+        ]
+        rows.append(
+            f'<tr class="{html.escape(r["status"]).replace(" ", "-")}">'
+            + "".join(f"<td>{c}</td>" for c in cells)
+            + "</tr>"
+        )
+    head = "<tr>" + "".join(f"<th>{h}</th>" for h in _HEAD) + "</tr>"
+    return "<table>" + head + "".join(rows) + "</table>"
+
+
+def message_items(table: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Each method's failure message and warnings, as escaped HTML list items' contents.
+
+    Parameters
+    ----------
+    table : sequence of mapping
+        ``ComparisonRow.to_json()`` objects, as for :func:`table_html`.
+    """
+    items = []
+    for row in table:
+        method = html.escape(row["method"])
+        if row["status"] in ("failed", "not applicable") and row.get("message"):
+            items.append(f"<b>{method}</b> {row['status']}: {html.escape(row['message'])}")
+        for w in row.get("warnings", []):
+            items.append(f"<b>{method}</b>: {html.escape(w)}")
+    return items

@@ -2,26 +2,26 @@
 
 Every function returns a matplotlib Figure (or, for ArviZ plots, PNG bytes); the report
 embeds them. Plotting lives here and in the notebooks only, never in a runner.
+
+Nothing here selects a matplotlib backend: figures are made with pyplot and so follow the
+caller's backend, inline in Jupyter (end the call with ``;`` to skip the returned Figure's own
+repr) and in a window from a script. The HTML report draws them off-screen with Agg and
+restores the caller's backend (``hyperbayes.inference.workflow.report``).
 """
 
 from __future__ import annotations
 
 import io
-import tempfile
-from pathlib import Path
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from hyperbayes.inference.mathematics.joint_density import joint_log_density  # noqa: E402
-from hyperbayes.inference.mathematics.linear_gaussian import log_marginal_likelihood  # noqa: E402
-from hyperbayes.models.data import Dataset  # noqa: E402
-from hyperbayes.models.hyperpriors import parse_hyperprior  # noqa: E402
-from hyperbayes.models.sufficient_stats import SufficientStats  # noqa: E402
+from hyperbayes.inference.mathematics.joint_density import joint_log_density
+from hyperbayes.inference.mathematics.linear_gaussian import log_marginal_likelihood
+from hyperbayes.models.data import Dataset
+from hyperbayes.models.hyperpriors import parse_hyperprior
+from hyperbayes.models.sufficient_stats import SufficientStats
 
 __all__ = [
     "arviz_png",
@@ -36,22 +36,18 @@ __all__ = [
 COLORS = {"exact": "black", "nuts": "C0", "smc": "C1", "eb": "C2", "joint-map": "C3", "cv": "C4"}
 
 
-def figure_png(fig) -> bytes:
-    """A Matplotlib figure as PNG bytes (and the figure closed)."""
+def figure_png(fig, *, dpi: int = 90) -> bytes:
+    """A Matplotlib figure as PNG bytes; the figure is closed (only it)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
 
 
 def arviz_png(plot_collection) -> bytes:
-    """An ArviZ (arviz_plots) PlotCollection as PNG bytes."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "plot.png"
-        plot_collection.savefig(path, dpi=80, bbox_inches="tight")
-        data = path.read_bytes()
-    plt.close("all")
-    return data
+    """An ArviZ (arviz_plots, matplotlib backend) PlotCollection as PNG bytes; its figure is
+    closed, and no other."""
+    return figure_png(plot_collection.get_viz("figure"), dpi=80)
 
 
 def joint_map_landscape(data: Dataset, summary: dict[str, Any], methods: dict[str, Any]):

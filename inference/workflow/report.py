@@ -3,6 +3,10 @@
 Everything is read from disk (``summary.json``, ``data.csv``, ``METHOD.nc``), so
 ``hyperbayes report DIR`` re-renders it without re-running anything. Images are embedded as
 base64 PNG; the file references nothing outside itself.
+
+The figures are drawn off-screen with Agg, chosen here where the report renders: rendering
+needs no display and leaves the caller's matplotlib backend (inline in Jupyter, a GUI, svg)
+as it found it.
 """
 
 from __future__ import annotations
@@ -10,16 +14,19 @@ from __future__ import annotations
 import base64
 import html
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
 from hyperbayes.inference.methods.arviz_io import load_datatree
 from hyperbayes.inference.workflow import figures
-from hyperbayes.inference.workflow.compare import Comparison
+from hyperbayes.inference.workflow.compare import Comparison, message_items, table_html
 from hyperbayes.inference.workflow.rundir import write_run_directory
 from hyperbayes.models.data import Dataset, load_csv
 
@@ -86,22 +93,51 @@ def render_report(run_dir: str | Path) -> str:
         ("smc", "SMC evidence", lambda: figures.smc_evidence(methods)),
         ("cv", "Cross-validation", lambda: figures.cv_curve(methods)),
     ]
-    for key, title, draw in sections:
-        needs = "exact" if key == "posterior" else key
-        if needs not in methods and not (key == "posterior" and trees):
-            parts.append(_section(key, title, [], note=_missing(summary, needs)))
-            continue
-        images: list[bytes] = []
-        note = None
-        try:
-            if key == "nuts":
-                images = _nuts_images(trees.get("nuts"))
-            else:
-                images = [figures.figure_png(draw())]
-        except Exception as exc:  # a figure that cannot be drawn is said, not hidden
-            note = f"figure could not be drawn: {type(exc).__name__}: {exc}"
-        parts.append(_section(key, title, images, note=note))
+    with _offscreen():
+        for key, title, draw in sections:
+            parts.append(_figure_section(key, title, draw, summary, methods, trees))
     return _page("".join(parts))
+
+
+def _figure_section(
+    key: str,
+    title: str,
+    draw: Callable[[], Any] | None,
+    summary: dict[str, Any],
+    methods: dict[str, Any],
+    trees: dict[str, Any],
+) -> str:
+    needs = "exact" if key == "posterior" else key
+    if needs not in methods and not (key == "posterior" and trees):
+        return _section(key, title, [], note=_missing(summary, needs))
+    images: list[bytes] = []
+    note = None
+    try:
+        if key == "nuts":
+            images = _nuts_images(trees.get("nuts"))
+        else:
+            images = [figures.figure_png(draw())]
+    except Exception as exc:  # a figure that cannot be drawn is said, not hidden
+        note = f"figure could not be drawn: {type(exc).__name__}: {exc}"
+    return _section(key, title, images, note=note)
+
+
+@contextmanager
+def _offscreen() -> Iterator[None]:
+    """Draw with pyplot on Agg, whatever the caller's backend; restore it on the way out.
+
+    Only the figures made inside are closed. When no backend was selected yet, the one
+    matplotlib selects by itself is the one restored (as any pyplot call would select it).
+    """
+    previous = matplotlib.get_backend()
+    before = set(plt.get_fignums())
+    plt.switch_backend("agg")
+    try:
+        yield
+    finally:
+        for num in set(plt.get_fignums()) - before:
+            plt.close(num)
+        plt.switch_backend(previous)
 
 
 def _nuts_images(tree) -> list[bytes]:
@@ -155,43 +191,17 @@ def _head(summary: dict[str, Any]) -> str:
 
 
 def _warning_box(summary: dict[str, Any]) -> str:
-    items = []
-    for row in summary.get("table", []):
-        if row["status"] in ("failed", "not applicable") and row.get("message"):
-            items.append(f"<b>{html.escape(row['method'])}</b> {row['status']}: {html.escape(row['message'])}")
-        for w in row.get("warnings", []):
-            items.append(f"<b>{html.escape(row['method'])}</b>: {html.escape(w)}")
+    items = message_items(summary.get("table", []))
     if not items:
         return '<div class="ok">No diagnostic failed.</div>'
     return '<div class="warn"><h2>Warnings</h2><ul>' + "".join(f"<li>{i}</li>" for i in items) + "</ul></div>"
 
 
 def _table(summary: dict[str, Any]) -> str:
-    def num(x, fmt="{:.4g}"):
-        return "" if x is None else fmt.format(x)
-
-    head = ["method", "status", "sigma", "95% interval", "noise", "lambda", "log evidence", "held-out error", "time (s)"]
-    rows = []
-    for r in summary.get("table", []):
-        interval = r.get("sigma_interval")
-        cells = [
-            html.escape(r["method"]),
-            html.escape(r["status"]),
-            num(r.get("sigma")),
-            f"[{interval[0]:.3g}, {interval[1]:.3g}]" if interval else "",
-            num(r.get("noise")),
-            num(r.get("lambda")),
-            num(r.get("log_evidence"), "{:.3f}"),
-            num(r.get("heldout_error")),
-            num(r.get("wall_time"), "{:.1f}"),
-        ]
-        rows.append(f'<tr class="{html.escape(r["status"]).replace(" ", "-")}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return (
-        "<h2>Comparison</h2><table><tr>"
-        + "".join(f"<th>{h}</th>" for h in head)
-        + "</tr>"
-        + "".join(rows)
-        + "</table><p class=\"small\">lambda = delta^2 / sigma^2, the ridge penalty each method "
+        "<h2>Comparison</h2>"
+        + table_html(summary.get("table", []))
+        + "<p class=\"small\">lambda = delta^2 / sigma^2, the ridge penalty each method "
         "implies. Log evidence is log p(y) for the exact oracle and SMC; for empirical Bayes it is "
         "the maximised marginal likelihood log p(y | sigma_hat, delta_hat), which is higher than "
         "the evidence because it does not pay for the uncertainty in sigma. Held-out error is the "
