@@ -11,6 +11,7 @@ from hyperbayes.inference.methods.results import RunOptions
 from hyperbayes.inference.workflow import compare as compare_module
 from hyperbayes.inference.workflow.cli import main
 from hyperbayes.inference.workflow.compare import run_comparison
+from hyperbayes.inference.workflow.oracle_check import DISAGREEMENT_Z
 from hyperbayes.inference.workflow.registry import METHODS
 from hyperbayes.inference.workflow.report import render_report, write_comparison
 from hyperbayes.models.data import simulate
@@ -61,10 +62,28 @@ def test_every_method_has_a_row_and_the_oracle_is_among_them(result):
     assert result.results["joint-map"].degenerate  # the headline finding of the comparison
 
 
+def test_every_method_is_held_against_the_oracle(result):
+    """The real samplers stay within DISAGREEMENT_Z of the exact answers at this seed (the
+    planted disagreements are in test_oracle_check.py); point estimators get a quantile."""
+    for method in ("nuts", "smc"):
+        row = result.row(method)
+        assert row.status != "disagrees", row.warnings
+        z = {k: v for k, v in row.oracle_z.items() if v is not None}
+        assert {"sigma_mean", "sigma_q025", "sigma_q975"} <= set(z)
+        assert all(abs(v) < DISAGREEMENT_Z for v in z.values()), (method, z)
+    assert result.row("smc").oracle_z["log_evidence"] is not None
+    assert result.row("nuts").oracle_z["log_evidence"] is None  # NUTS estimates no evidence
+    for method in ("eb", "joint-map", "cv"):
+        assert 0 <= result.row(method).oracle_quantile <= 1
+    assert result.row("exact").oracle_z is None and result.row("exact").oracle_quantile is None
+
+
 def test_run_directory_contents(run_dir):
     names = {p.name for p in run_dir.iterdir()}
     assert {"summary.json", "data.csv", "report.html", "exact.nc", "nuts.nc", "smc.nc"} <= names
     summary = json.loads((run_dir / "summary.json").read_text())
+    for row in summary["table"]:  # the oracle's keys come after the existing ones
+        assert list(row)[-2:] == ["oracle_z", "oracle_quantile"]
     for method_json in summary["methods"].values():
         for key in ("method", "sigma", "sigma_interval", "noise", "log_evidence", "weights",
                     "intercept", "degenerate", "diagnostics", "warnings"):
@@ -80,6 +99,7 @@ def test_report_is_self_contained_with_every_section(run_dir):
         assert "data:image/png;base64," in body, f"section {section} has no figure"
         assert 'class="note"' not in body, f"section {section}: {body[:500]}"
     assert text.index("<h2>Comparison</h2>") < text.index('<section id="joint-map">')
+    assert '<th class="oracle">vs exact</th>' in text and "the oracle" in text and "z: mean" in text
     # No external reference: every src is embedded and nothing is fetched.
     assert not re.search(r'(src|href)="(?!data:)', text)
     assert "http://" not in text and "https://" not in text

@@ -87,7 +87,8 @@ def test_comparison_to_pandas(comparison, failed):
     assert list(frame.index) == list(METHODS) and frame.index.name == "method"
     assert list(frame.columns) == [
         "status", "sigma", "sigma_lower", "sigma_upper", "noise", "lambda", "log_evidence",
-        "heldout_error", "wall_time", "warnings", "message",
+        "heldout_error", "wall_time", "warnings", "message", "oracle_z_sigma_mean",
+        "oracle_z_sigma_q025", "oracle_z_sigma_q975", "oracle_z_log_evidence", "oracle_quantile",
     ]
     for row in comparison.rows:
         line = frame.loc[row.method]
@@ -100,6 +101,9 @@ def test_comparison_to_pandas(comparison, failed):
     assert math.isnan(frame.loc["joint-map", "sigma_lower"])  # no interval: NaN, not None
     assert frame.loc["cv", "heldout_error"] == comparison.results["cv"].extra["cv_score"]
     assert frame.loc["exact", "log_evidence"] == comparison.results["exact"].log_evidence
+    for method in ("eb", "joint-map", "cv"):  # point estimates, placed in the exact posterior
+        assert frame.loc[method, "oracle_quantile"] == comparison.row(method).oracle_quantile
+        assert math.isnan(frame.loc[method, "oracle_z_sigma_mean"])
     gone = failed.to_pandas().loc["eb"]
     assert gone["status"] == "failed" and "not positive definite" in gone["message"]
     assert math.isnan(gone["sigma"])

@@ -22,6 +22,13 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from hyperbayes.inference.methods.results import MethodSummary, RunOptions, json_safe
+from hyperbayes.inference.workflow.oracle_check import (
+    ORACLE_NOTE,
+    QUANTITIES,
+    OracleCheck,
+    oracle_cell,
+    oracle_checks,
+)
 from hyperbayes.inference.workflow.registry import METHODS, get_runner
 from hyperbayes.models.data import Centering, Dataset
 from hyperbayes.models.hyperpriors import ImproperPriorError
@@ -31,22 +38,27 @@ if TYPE_CHECKING:
 
 __all__ = ["Comparison", "ComparisonRow", "message_items", "run_comparison", "table_html"]
 
-Status = Literal["ok", "warnings", "degenerate", "failed", "not applicable"]
+Status = Literal["ok", "warnings", "disagrees", "degenerate", "failed", "not applicable"]
 
+_ORACLE_COLUMNS = (*(f"oracle_z_{q}" for q in QUANTITIES), "oracle_quantile")
 #: The columns of ``Comparison.to_pandas()`` (``method`` becomes the index).
 TABLE_COLUMNS = (
     "method", "status", "sigma", "sigma_lower", "sigma_upper", "noise", "lambda",
-    "log_evidence", "heldout_error", "wall_time", "warnings", "message",
+    "log_evidence", "heldout_error", "wall_time", "warnings", "message", *_ORACLE_COLUMNS,
 )
 _HEAD = (
     "method", "status", "sigma", "95% interval", "noise", "lambda", "log evidence",
-    "held-out error", "time (s)",
+    "held-out error", "vs exact", "time (s)",
 )
 
 
 @dataclass(frozen=True)
 class ComparisonRow:
-    """One method's line of the comparison table."""
+    """One method's line of the comparison table.
+
+    ``oracle_z`` (quantity -> z, see :mod:`hyperbayes.inference.workflow.oracle_check`) is set
+    for a sampler and ``oracle_quantile`` for a point estimator, when the exact oracle ran.
+    """
 
     method: str
     status: Status
@@ -59,6 +71,8 @@ class ComparisonRow:
     wall_time: float | None = None
     warnings: tuple[str, ...] = ()
     message: str | None = None
+    oracle_z: Mapping[str, float | None] | None = None
+    oracle_quantile: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return json_safe(
@@ -74,7 +88,21 @@ class ComparisonRow:
                 "wall_time": self.wall_time,
                 "warnings": list(self.warnings),
                 "message": self.message,
+                "oracle_z": dict(self.oracle_z) if self.oracle_z is not None else None,
+                "oracle_quantile": self.oracle_quantile,
             }
+        )
+
+    def with_oracle(self, check: OracleCheck) -> ComparisonRow:
+        """This row with its place against the exact oracle; a disagreement becomes the status
+        (unless the row is worse off already) and its message a warning."""
+        status = self.status
+        warns = self.warnings
+        if check.message is not None:
+            warns = (*warns, check.message)
+            status = "disagrees" if status in ("ok", "warnings") else status
+        return replace(
+            self, oracle_z=check.z, oracle_quantile=check.quantile, status=status, warnings=warns
         )
 
 
@@ -110,7 +138,8 @@ class Comparison:
         )
         items = message_items(table)
         notes = "<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>" if items else ""
-        return head + table_html(table) + notes
+        legend = f"<p><small>{html.escape(ORACLE_NOTE)}</small></p>"
+        return head + table_html(table) + legend + notes
 
     def to_pandas(self) -> pd.DataFrame:
         """The table as a pandas DataFrame, one row per method.
@@ -122,7 +151,10 @@ class Comparison:
             ``status``; ``sigma``, ``sigma_lower`` and ``sigma_upper`` (the 95% interval),
             ``noise``, ``lambda``, ``log_evidence``, ``heldout_error``, ``wall_time`` (floats,
             NaN where a method has no value); ``warnings`` (a tuple of str) and ``message``
-            (why a method failed or does not apply, else None).
+            (why a method failed or does not apply, else None); then the place against the
+            exact oracle: ``oracle_z_sigma_mean``, ``oracle_z_sigma_q025``,
+            ``oracle_z_sigma_q975``, ``oracle_z_log_evidence`` (a sampler's z values) and
+            ``oracle_quantile`` (a point estimator's quantile), NaN where they do not apply.
         """
         import pandas as pd
 
@@ -139,10 +171,14 @@ class Comparison:
                 "heldout_error": r.heldout_error,
                 "wall_time": r.wall_time,
             }
+            oracle = {f"oracle_z_{k}": v for k, v in (r.oracle_z or {}).items()}
+            oracle["oracle_quantile"] = r.oracle_quantile
+            oracle = {k: oracle.get(k) for k in _ORACLE_COLUMNS}
             records.append(
                 {"method": r.method, "status": r.status}
                 | {k: math.nan if v is None else float(v) for k, v in numbers.items()}
                 | {"warnings": tuple(r.warnings), "message": r.message}
+                | {k: math.nan if v is None else float(v) for k, v in oracle.items()}
             )
         return pd.DataFrame.from_records(records, columns=TABLE_COLUMNS).set_index("method")
 
@@ -205,6 +241,8 @@ def run_comparison(
                 warnings.simplefilter("always")
                 summary = get_runner(name)(data, options).with_centering(centering)
             summary = _with_caught(summary, caught)
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the whole comparison stops, no row
+            raise
         except ImproperPriorError as exc:
             rows.append(ComparisonRow(name, "not applicable", message=str(exc)))
             continue
@@ -221,6 +259,9 @@ def run_comparison(
         rows.append(_row(summary, time.perf_counter() - start))
         if progress:
             print(f"hyperbayes: {name} done in {rows[-1].wall_time:.1f} s", file=sys.stderr)
+    if not options.ard:  # with ARD the oracle (one shared sigma) is another model
+        checks = oracle_checks(results)
+        rows = [r.with_oracle(checks[r.method]) if r.method in checks else r for r in rows]
     return Comparison(tuple(rows), results, options, data.n, data.d)
 
 
@@ -260,8 +301,8 @@ def table_html(table: Sequence[Mapping[str, Any]]) -> str:
     Returns
     -------
     str
-        One ``<tr>`` per method, classed by its status (``failed``, ``degenerate``, ...);
-        every text is escaped.
+        One ``<tr>`` per method, classed by its status (``failed``, ``disagrees``, ...);
+        every text is escaped. The ``vs exact`` column is described by ``ORACLE_NOTE``.
     """
 
     def num(x, fmt="{:.4g}"):
@@ -279,14 +320,21 @@ def table_html(table: Sequence[Mapping[str, Any]]) -> str:
             num(r.get("lambda")),
             num(r.get("log_evidence"), "{:.3f}"),
             num(r.get("heldout_error")),
+            oracle_cell(r),
             num(r.get("wall_time"), "{:.1f}"),
         ]
+        oracle = len(cells) - 2  # the "vs exact" cell: left-aligned, may wrap between entries
         rows.append(
             f'<tr class="{html.escape(r["status"]).replace(" ", "-")}">'
-            + "".join(f"<td>{c}</td>" for c in cells)
+            + "".join(
+                f'<td class="oracle">{c}</td>' if i == oracle else f"<td>{c}</td>"
+                for i, c in enumerate(cells)
+            )
             + "</tr>"
         )
-    head = "<tr>" + "".join(f"<th>{h}</th>" for h in _HEAD) + "</tr>"
+    head = "<tr>" + "".join(
+        f'<th class="oracle">{h}</th>' if h == "vs exact" else f"<th>{h}</th>" for h in _HEAD
+    ) + "</tr>"
     return "<table>" + head + "".join(rows) + "</table>"
 
 

@@ -46,8 +46,15 @@ def figure_png(fig, *, dpi: int = 90) -> bytes:
 
 def arviz_png(plot_collection) -> bytes:
     """An ArviZ (arviz_plots, matplotlib backend) PlotCollection as PNG bytes; its figure is
-    closed, and no other."""
-    return figure_png(plot_collection.get_viz("figure"), dpi=80)
+    closed, and no other.
+
+    ArviZ lays its grids out with fixed spacing, so two-line panel titles ("w" over the
+    feature's name) ran into the tick labels of the row above; matplotlib's constrained
+    layout makes room for them.
+    """
+    fig = plot_collection.get_viz("figure")
+    fig.set_layout_engine("constrained")
+    return figure_png(fig, dpi=80)
 
 
 def joint_map_landscape(data: Dataset, summary: dict[str, Any], methods: dict[str, Any]):
@@ -194,11 +201,30 @@ def smc_evidence(methods: dict[str, Any]):
 
 
 def cv_curve(methods: dict[str, Any]):
-    """The cross-validation curve with its standard-error band, the choices, and HOAG's path."""
+    """The cross-validation curve with its standard-error band and the choices; and, where
+    HOAG ran, its path in a panel of its own.
+
+    HOAG descends the held-out error of one train/validation split, not the K-fold mean: its
+    losses are on another scale and its lambda may leave the curve's grid, so on the curve's
+    axes it would float beside the curve and read as an error. Its panel shows that one
+    split's error along the path, from the start (circle) to where it stopped (star), with
+    the K-fold choice marked for reference.
+    """
     cv = methods["cv"]
+    hoag = cv.get("hoag_path") or {}
+    has_hoag = bool(hoag.get("lambda") and hoag.get("loss"))
+    fig, axes = plt.subplots(1, 2 if has_hoag else 1, figsize=(11.5 if has_hoag else 6.5, 3.8),
+                             squeeze=False)
+    _kfold_panel(axes[0, 0], cv, methods.get("eb", {}))
+    if has_hoag:
+        _hoag_panel(axes[0, 1], hoag, cv)
+    fig.tight_layout()
+    return fig
+
+
+def _kfold_panel(ax, cv: dict[str, Any], eb: dict[str, Any]) -> None:
     curve = cv.get("curve") or {}
     lam, score, se = (np.asarray(curve.get(k, []), dtype=float) for k in ("lambda", "score", "se"))
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
     if lam.size:
         ax.semilogx(lam, score, color=COLORS["cv"], label=f"{cv.get('scheme', 'cv')} score")
         if se.size == lam.size:
@@ -207,16 +233,26 @@ def cv_curve(methods: dict[str, Any]):
         ax.axvline(cv["lambda"], color=COLORS["cv"], ls="--", label=f"CV lambda = {cv['lambda']:.3g}")
     if cv.get("lambda_1se"):
         ax.axvline(cv["lambda_1se"], color=COLORS["cv"], ls=":", label="one-standard-error choice")
-    eb = methods.get("eb", {})
     if eb.get("sigma") and eb.get("noise"):
         eb_lambda = (eb["noise"] / eb["sigma"]) ** 2
         ax.axvline(eb_lambda, color=COLORS["eb"], ls="--", label=f"EB lambda = {eb_lambda:.3g}")
-    hoag = cv.get("hoag_path") or {}
-    if hoag.get("lambda") and hoag.get("loss"):
-        ax.semilogx(hoag["lambda"], hoag["loss"], "o-", ms=3, lw=0.8, color="C5",
-                    label="HOAG path (one held-out fold)")
-        ax.plot(hoag["lambda"][-1], hoag["loss"][-1], "*", ms=12, color="C5")
+    ax.set_xscale("log")
     ax.set_xlabel("lambda = delta^2 / sigma^2")
-    ax.set_ylabel("held-out error")
+    ax.set_ylabel("held-out error (mean over folds)")
+    ax.set_title("cross-validation curve")
     ax.legend(loc="upper left", fontsize=8)
-    return fig
+
+
+def _hoag_panel(ax, hoag: dict[str, Any], cv: dict[str, Any]) -> None:
+    lam, loss = np.asarray(hoag["lambda"], dtype=float), np.asarray(hoag["loss"], dtype=float)
+    color = "C5"
+    ax.semilogx(lam, loss, "o-", ms=3, lw=0.8, color=color, label="HOAG iterates")
+    ax.plot(lam[0], loss[0], "o", ms=9, mfc="none", color=color,
+            label=f"start: lambda = {lam[0]:.3g}")
+    ax.plot(lam[-1], loss[-1], "*", ms=13, color=color, label=f"stopped: lambda = {lam[-1]:.3g}")
+    if cv.get("lambda"):
+        ax.axvline(cv["lambda"], color=COLORS["cv"], ls="--", lw=1, label="K-fold CV lambda")
+    ax.set_xlabel("lambda")
+    ax.set_ylabel("held-out error of the one split")
+    ax.set_title("HOAG on one split (the first fold held out)")
+    ax.legend(fontsize=8)

@@ -27,6 +27,7 @@ import xarray as xr
 from hyperbayes.inference.methods.arviz_io import load_datatree
 from hyperbayes.inference.workflow import figures
 from hyperbayes.inference.workflow.compare import Comparison, message_items, table_html
+from hyperbayes.inference.workflow.oracle_check import ORACLE_NOTE
 from hyperbayes.inference.workflow.rundir import write_run_directory
 from hyperbayes.models.data import Dataset, load_csv
 
@@ -40,7 +41,7 @@ _INTRO = {
     "a local point or the optimiser's luck.",
     "eb": "Empirical Bayes maximises the marginal likelihood p(y | sigma), with w integrated out.",
     "posterior": "The full posterior of sigma: NUTS and SMC against the exact oracle, with the "
-    "point estimates of the other methods.",
+    "point estimates of the other methods (the table's 'vs exact' column measures each gap).",
     "nuts": "NUTS diagnostics: trace and rank plots, energy (BFMI), and log sigma against the first "
     "weight with divergences marked.",
     "smc": "Sequential Monte Carlo estimate of the evidence p(y) with its standard error from the "
@@ -205,7 +206,7 @@ def _table(summary: dict[str, Any]) -> str:
         "implies. Log evidence is log p(y) for the exact oracle and SMC; for empirical Bayes it is "
         "the maximised marginal likelihood log p(y | sigma_hat, delta_hat), which is higher than "
         "the evidence because it does not pay for the uncertainty in sigma. Held-out error is the "
-        "cross-validation score (mean squared error).</p>"
+        f"cross-validation score (mean squared error). {html.escape(ORACLE_NOTE)}</p>"
     )
 
 
@@ -224,8 +225,10 @@ def _page(body: str) -> str:
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
         "td:first-child,td:nth-child(2){text-align:left}tr.failed{background:#fdd}"
-        "tr.degenerate,tr.warnings{background:#fff4d6}.warn{background:#fff4d6;border:2px solid #e0a000;"
-        "padding:0.5em 1em}.ok{background:#e6f6e6;padding:0.5em 1em}.note{color:#a00}.small{font-size:85%;color:#555}"
+        "tr.degenerate,tr.warnings{background:#fff4d6}tr.disagrees{background:#ffdcb8}"
+        "td{white-space:nowrap}td.oracle{white-space:normal;min-width:12em}.oracle{text-align:left}"
+        ".warn{background:#fff4d6;border:2px solid #e0a000;padding:0.5em 1em}"
+        ".ok{background:#e6f6e6;padding:0.5em 1em}.note{color:#a00}.small{font-size:85%;color:#555}"
         "img{max-width:100%;display:block;margin:0.5em 0}"
     )
     return (
