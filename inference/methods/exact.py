@@ -9,6 +9,13 @@ until two successive values agree to ``tol`` (default 1e-8 nats), on a range tha
 integrand by at least 60 nats at both ends (or stops at the edge of the prior's support), so
 the stated accuracy of 1e-6 absolute holds with margin; ``quadrature_error`` reports the last
 change.
+
+Memory: O(N D + D^2 + G^2) for a grid of G <= 2049 points a side (``MAX_GRID``), whatever D:
+only the k = rank(X) <= min(N, D) nonzero eigenvalues of X^T X enter (``exact_reduced``), the
+integrand costs O(k) per distinct ratio sigma / delta, and the work is done in bounded blocks.
+The D x D posterior covariance of w is the one D^2 term. At N = 30, D = 2000 with learned noise
+a run peaks at ~70 MiB, and at ~150 MiB when the grid reaches its cap
+(``benchmarks/exact_memory.py``).
 """
 
 from __future__ import annotations
@@ -21,16 +28,18 @@ from numpy.typing import ArrayLike, NDArray
 
 from hyperbayes.inference.methods.arviz_io import draws_to_datatree
 from hyperbayes.inference.methods.exact_quadrature import (
+    ImproperPosteriorError,
+    Nodes,
     QuadratureWarning,
     known_noise_nodes,
     learned_noise_nodes,
 )
+from hyperbayes.inference.methods.exact_reduced import ReducedEigen
 from hyperbayes.inference.methods.results import MethodSummary, RunOptions
 from hyperbayes.models.data import Dataset
 from hyperbayes.models.hyperpriors import Hyperprior, noise_spec, parse_hyperprior
-from hyperbayes.models.sufficient_stats import SufficientStats
 
-__all__ = ["ExactPosterior", "QuadratureWarning", "exact_posterior", "run"]
+__all__ = ["ExactPosterior", "ImproperPosteriorError", "QuadratureWarning", "exact_posterior", "run"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,7 +79,7 @@ class ExactPosterior:
     _log_sigma: NDArray[np.float64] = field(repr=False)
     _log_noise: NDArray[np.float64] = field(repr=False)
     _weights: NDArray[np.float64] = field(repr=False)
-    _stats: SufficientStats = field(repr=False)
+    _reduced: ReducedEigen = field(repr=False)
 
     @property
     def w_sd(self) -> NDArray[np.float64]:
@@ -91,19 +100,15 @@ class ExactPosterior:
         """Exact i.i.d. draws: (sigma, delta) from the quadrature measure, then w | sigma, delta.
 
         The scales are drawn by inverse CDF of the node weights with uniform jitter inside a
-        node's cell (continuous, exact up to the grid spacing); w is drawn from its Gaussian.
+        node's cell (continuous, exact up to the grid spacing); w is drawn from its Gaussian,
+        whose part on the null space of X (N < D) is the prior N(0, sigma^2 I) there.
         """
         rng = np.random.default_rng(seed)
         idx = rng.choice(self._weights.size, size=n, p=self._weights)
         log_sigma = self._log_sigma[idx] + _jitter(self._log_sigma, rng, n)
         log_noise = self._log_noise[idx] + (0 if self.noise is not None else _jitter(self._log_noise, rng, n))
         sigma, noise = np.exp(log_sigma), np.exp(log_noise)
-        e = self._stats.eigen
-        shrink = sigma[:, None] ** 2 / (sigma[:, None] ** 2 * e.lam + noise[:, None] ** 2)
-        mean_rot = shrink * e.bt
-        sd_rot = np.sqrt(noise[:, None] ** 2 * shrink)
-        w = (mean_rot + sd_rot * rng.standard_normal(mean_rot.shape)) @ e.V.T
-        out = {"sigma": sigma, "w": w}
+        out = {"sigma": sigma, "w": self._reduced.sample_weights(sigma, noise, rng)}
         if self.noise is None:
             out["noise"] = noise
         return out
@@ -145,6 +150,13 @@ def exact_posterior(
     -------
     ExactPosterior
 
+    Raises
+    ------
+    ImproperPosteriorError
+        With learned noise, when the integral over delta -> 0 is infinite: y lies in the column
+        space of X while rank(X) < N (centred data with N <= D + 1, for an intercept), so the
+        likelihood grows like delta^-(N - rank) there, and the noise prior does not vanish at 0.
+
     Notes
     -----
     With u = log sigma the evidence is p(y) = int p(y | e^u, delta) p_sigma(e^u) e^u du
@@ -156,20 +168,19 @@ def exact_posterior(
     hp = parse_hyperprior(hyperprior)
     hp.require_proper("the exact posterior (the evidence)")
     noise_spec(noise, noise_prior)  # exactly one of the two
-    stats = SufficientStats.from_dataset(data)
     if noise is not None:
         noise = float(noise)
         if not (np.isfinite(noise) and noise > 0):
             raise ValueError(f"noise must be a positive number, got {noise}.")
-        nodes = known_noise_nodes(stats, hp, noise, tol)
     else:
         np_ = parse_hyperprior(noise_prior)
         np_.require_proper("the exact posterior with learned noise")
-        nodes = learned_noise_nodes(stats, hp, np_, tol)
-    log_sigma, log_noise, log_w, log_z, err, log_density = nodes
-    weights = np.exp(log_w - log_z)
-    weights /= weights.sum()
-    return _assemble(data, stats, noise, log_sigma, log_noise, weights, log_z, err, log_density)
+    red = ReducedEigen.from_dataset(data)
+    if noise is not None:
+        nodes = known_noise_nodes(red, hp, noise, tol)
+    else:
+        nodes = learned_noise_nodes(red, hp, np_, tol)
+    return _assemble(data, red, noise, nodes)
 
 
 def run(data: Dataset, options: RunOptions) -> MethodSummary:
@@ -224,44 +235,46 @@ def _jitter(log_x: NDArray, rng: np.random.Generator, n: int) -> NDArray[np.floa
     return rng.uniform(-h / 2, h / 2, size=n)
 
 
-def _assemble(
-    data, stats, noise, log_sigma, log_noise, weights, log_z, err, log_density
-) -> ExactPosterior:
-    e = stats.eigen
-    sel = weights > weights.max() * 1e-18  # nodes below this carry no measurable mass
-    ls, ln, pw = log_sigma[sel], log_noise[sel], weights[sel] / weights[sel].sum()
-    s2, d2 = np.exp(2 * ls)[:, None], np.exp(2 * ln)[:, None]
-    shrink = s2 / (s2 * e.lam + d2)  # per node, in the eigenbasis
-    m_rot = shrink * e.bt
-    mean_rot = pw @ m_rot
-    second = (m_rot * pw[:, None]).T @ m_rot + np.diag(pw @ (d2 * shrink))
-    cov_rot = second - np.outer(mean_rot, mean_rot)
-    sigma = np.exp(ls)
-    sigma_mean = float(pw @ sigma)
-    sigma_sd = float(np.sqrt(max(pw @ sigma**2 - sigma_mean**2, 0.0)))
+def _assemble(data: Dataset, red: ReducedEigen, noise: float | None, nodes: Nodes) -> ExactPosterior:
+    ls, ln = nodes.log_sigma, nodes.log_noise
+    pw = np.exp(nodes.log_weight - nodes.log_z)
+    pw /= pw.sum()
+    # The conditional moments of w depend on the node only through rho = log(sigma / delta):
+    # sum the weights per distinct rho, then mix O(#rho) Gaussians in the eigenbasis.
+    tmp = np.exp(2 * ln)
+    tmp *= pw
+    mass_d2 = np.bincount(nodes.rho_index, weights=tmp, minlength=nodes.rho.size)
+    mass = np.bincount(nodes.rho_index, weights=pw, minlength=nodes.rho.size)
+    tmp = np.exp(ls)
+    sigma_mean = float(pw @ tmp)
+    tmp *= tmp
+    sigma2_mean = float(pw @ tmp)
+    del tmp
+    w_mean, w_cov = red.mixture_moments(nodes.rho, mass, mass_d2, sigma2_mean)
+    sigma_sd = float(np.sqrt(max(sigma2_mean - sigma_mean**2, 0.0)))
     # Plot grid over the central 1 - 2e-6 of the mass (the nodes reach far into the tails).
     u = np.linspace(*_quantile(ls, pw, [1e-6, 1 - 1e-6]), 400)
-    grid, density = np.exp(u), np.exp(log_density(u) - u)  # p(sigma) = p(log sigma) / sigma
+    grid, density = np.exp(u), np.exp(nodes.log_density(u) - u)  # p(sigma) = p(log sigma) / sigma
     noise_mean = noise_sd = None
     if noise is None:
         dn = np.exp(ln)
         noise_mean = float(pw @ dn)
         noise_sd = float(np.sqrt(max(pw @ dn**2 - noise_mean**2, 0.0)))
     return ExactPosterior(
-        log_evidence=log_z,
+        log_evidence=nodes.log_z,
         sigma_grid=grid,
         sigma_density=density,
         sigma_mean=sigma_mean,
         sigma_sd=sigma_sd,
-        w_mean=e.V @ mean_rot,
-        w_cov=e.V @ cov_rot @ e.V.T,
+        w_mean=w_mean,
+        w_cov=w_cov,
         noise=noise,
         noise_mean=noise_mean,
         noise_sd=noise_sd,
-        quadrature_error=float(err),
+        quadrature_error=float(nodes.error),
         feature_names=data.feature_names,
         _log_sigma=ls,
         _log_noise=ln,
         _weights=pw,
-        _stats=stats,
+        _reduced=red,
     )

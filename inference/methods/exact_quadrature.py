@@ -2,64 +2,110 @@
 
 :func:`known_noise_nodes` integrates over log sigma (one dimension), :func:`learned_noise_nodes`
 over (log(sigma / delta), log delta) (two), both with composite Simpson rules refined until the
-log evidence settles; :class:`QuadratureWarning` says when it did not. Used by
+log evidence settles; :class:`QuadratureWarning` says when it did not, and
+:class:`ImproperPosteriorError` when the integral is infinite. Used by
 :func:`hyperbayes.inference.methods.exact.exact_posterior`, which turns the nodes into moments,
 quantiles and draws.
+
+Memory: the integrand is evaluated through :class:`ReducedEigen` (O(k) per distinct ratio
+sigma / delta, never an array of nodes x D) in blocks of rows, and the two-dimensional grid has
+at most :data:`MAX_GRID` points a side, so a run needs O(MAX_GRID^2) floats plus the eigen
+system whatever D is. Only the nodes that carry mass are returned.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy.special import logsumexp
 
-from hyperbayes.inference.mathematics.linear_gaussian import log_marginal_likelihood
+from hyperbayes.inference.methods.exact_reduced import BLOCK_FLOATS, ReducedEigen
 from hyperbayes.models.hyperpriors import Hyperprior
-from hyperbayes.models.sufficient_stats import SufficientStats
 
-__all__ = ["QuadratureWarning", "known_noise_nodes", "learned_noise_nodes"]
+__all__ = [
+    "MAX_GRID",
+    "ImproperPosteriorError",
+    "Nodes",
+    "QuadratureWarning",
+    "known_noise_nodes",
+    "learned_noise_nodes",
+]
 
 _TAIL = 60.0  # nats below the peak at which the integrand is treated as zero (e^-60 ~ 1e-26)
-_MAX_DOUBLINGS = 7
+_MAX_DOUBLINGS = 7  # the 1-D grid: 257 points, doubled at most _MAX_DOUBLINGS + 2 times
+#: Points per side of the finest two-dimensional grid (129 doubled four times): a bound on the
+#: oracle's memory with learned noise (MAX_GRID^2 nodes, 34 MB per array of them).
+MAX_GRID = 2049
+_NODE_FLOOR = np.log(1e-18)  # nodes below this fraction of the largest weight carry no mass
 
 
 class QuadratureWarning(RuntimeWarning):
     """The quadrature did not reach the requested accuracy."""
 
 
-def known_noise_nodes(stats, hp: Hyperprior, noise: float, tol: float):
-    def logf(u):
-        s = np.exp(u)
-        return log_marginal_likelihood(stats, s, noise) + hp.logpdf(s) + u
+class ImproperPosteriorError(ValueError):
+    """The posterior does not integrate: the evidence is infinite for these data and priors."""
 
-    lo, hi = _range_1d(logf, _reference_log_scale(stats, noise), _log_support(hp))
+
+class Nodes(NamedTuple):
+    """The quadrature nodes that carry mass, and what the moments of w need from them.
+
+    ``rho`` holds the distinct values of log(sigma / delta) on the grid and ``rho_index`` the
+    one of each node: the conditional posterior of w depends on the scales only through it.
+    """
+
+    log_sigma: NDArray[np.float64]
+    log_noise: NDArray[np.float64]
+    log_weight: NDArray[np.float64]
+    log_z: float
+    error: float
+    log_density: Callable[[NDArray[np.float64]], NDArray[np.float64]]
+    rho: NDArray[np.float64]
+    rho_index: NDArray[np.intp]
+
+
+def known_noise_nodes(red: ReducedEigen, hp: Hyperprior, noise: float, tol: float) -> Nodes:
+    """Simpson nodes over u = log sigma for a known noise scale."""
+    t0 = float(np.log(noise))
+
+    def logf(u):
+        return red.log_likelihood(u - t0, t0) + hp.logpdf(np.exp(u)) + u
+
+    lo, hi = _range_1d(logf, _reference_log_scale(red, noise), _log_support(hp))
     u, logw, log_z, err = _simpson_refined(logf, lo, hi, tol)
 
     def log_density(u_grid):  # of log sigma: the normalised integrand itself
         return logf(u_grid) - log_z
 
-    return u, np.full_like(u, np.log(noise)), logw, log_z, err, log_density
+    (keep,) = np.nonzero(logw > logw.max() + _NODE_FLOOR)
+    u, logw = u[keep], logw[keep]
+    return Nodes(u, np.full_like(u, t0), logw, log_z, err, log_density, u - t0, np.arange(u.size))
 
 
-def learned_noise_nodes(stats, hp: Hyperprior, noise_prior: Hyperprior, tol: float):
-    lo_s, hi_s = _log_support(hp)
-    lo_d, hi_d = _log_support(noise_prior)
-    e, n = stats.eigen, stats.n
+def learned_noise_nodes(
+    red: ReducedEigen, hp: Hyperprior, noise_prior: Hyperprior, tol: float
+) -> Nodes:
+    """Simpson nodes over (rho, t) = (log(sigma / delta), log delta) for a learned noise scale.
+
+    For fixed rho the likelihood is an inverse-gamma kernel in delta^2 centred at Q(rho) / N, so
+    each row of the grid is centred there (``t_center``) and spans the same offsets.
+    """
+    _require_integrable(red, noise_prior)
 
     def t_center(rho):  # the conditional mode of log delta given rho, ignoring the priors
-        r2 = np.exp(2 * rho)[..., None]
-        q = stats.v - np.sum(e.bt**2 * r2 / (1 + r2 * e.lam), axis=-1)
-        return 0.5 * np.log(np.maximum(q, 1e-300) / n)
+        _, q = red.ratio_terms(rho)
+        return 0.5 * np.log(np.maximum(q, 1e-300) / red.n)
 
     def logf(rho, t):  # integrand in (rho, t); the Jacobian of (rho, t) -> (u, t) is 1
-        s, d = np.exp(rho + t), np.exp(t)
         with np.errstate(invalid="ignore"):
             out = (
-                log_marginal_likelihood(stats, s, d)
-                + hp.logpdf(s)
-                + noise_prior.logpdf(d)
+                red.log_likelihood(rho, t)
+                + hp.logpdf(np.exp(rho + t))
+                + noise_prior.logpdf(np.exp(t))
                 + rho
                 + 2 * t
             )
@@ -67,14 +113,13 @@ def learned_noise_nodes(stats, hp: Hyperprior, noise_prior: Hyperprior, tol: flo
 
     # Coarse pass: locate the mass in rho and the offsets of t around t_center(rho).
     # A HalfNormal-type prior leaves an e^rho tail as sigma -> 0, so rho needs ~60 units of room.
-    rho_c = np.linspace(-80.0, 80.0, 1601) + _reference_log_scale(stats, 1.0)
+    rho_c = np.linspace(-80.0, 80.0, 1601) + _reference_log_scale(red, 1.0)
     off_c = np.linspace(-25.0, 25.0, 401)
-    grid = logf(rho_c[:, None], t_center(rho_c)[:, None] + off_c[None, :])
+    grid = _on_grid(logf, rho_c, t_center(rho_c), off_c)
     peak = grid.max()
     if not np.isfinite(peak):
         raise FloatingPointError("the posterior has no mass on the search grid.")
-    keep = grid > peak - _TAIL
-    rows, cols = np.nonzero(keep)
+    rows, cols = np.nonzero(grid > peak - _TAIL)
     rho_lo, rho_hi = rho_c[max(rows.min() - 1, 0)], rho_c[min(rows.max() + 1, rho_c.size - 1)]
     off_lo, off_hi = off_c[max(cols.min() - 1, 0)], off_c[min(cols.max() + 1, off_c.size - 1)]
     if rows.min() == 0 or rows.max() == rho_c.size - 1 or cols.min() == 0 or cols.max() == off_c.size - 1:
@@ -84,36 +129,87 @@ def learned_noise_nodes(stats, hp: Hyperprior, noise_prior: Hyperprior, tol: flo
             QuadratureWarning,
             stacklevel=3,
         )
-    del lo_s, hi_s, lo_d, hi_d  # supports are enforced by the priors' -inf outside them
+    del grid, rows, cols
 
-    prev = None
-    m = 129
-    for _ in range(_MAX_DOUBLINGS):
+    prev, err, m = None, np.inf, 129
+    while True:
         rho = np.linspace(rho_lo, rho_hi, m)
         off = np.linspace(off_lo, off_hi, m)
-        t = t_center(rho)[:, None] + off[None, :]
-        vals = logf(rho[:, None], t)
-        w_rho = _simpson_weights(m, rho[1] - rho[0])
-        w_off = _simpson_weights(m, off[1] - off[0])
-        logw = vals + np.log(w_rho)[:, None] + np.log(w_off)[None, :]
-        log_z = float(logsumexp(logw))
-        if prev is not None and abs(log_z - prev) < tol:
+        tc = t_center(rho)
+        logw = _on_grid(logf, rho, tc, off)
+        logw += np.log(_simpson_weights(m, rho[1] - rho[0]))[:, None]
+        logw += np.log(_simpson_weights(m, off[1] - off[0]))[None, :]
+        log_z = _logsumexp_blocked(logw)
+        if prev is not None:
+            err = abs(log_z - prev)
+            if err < tol:
+                break
+        if 2 * m - 1 > MAX_GRID:
+            _warn_accuracy(err, tol)
             break
-        err = np.inf if prev is None else abs(log_z - prev)
         prev, m = log_z, 2 * m - 1
-    else:
-        _warn_accuracy(err, tol)
-    err = abs(log_z - prev) if prev is not None else np.inf
-    u = (rho[:, None] + t).ravel()
 
-    t_lo, t_hi = float(t.min()), float(t.max())
+    rows, cols = np.nonzero(logw > logw.max() + _NODE_FLOOR)
+    t = tc[rows] + off[cols]
+    t_lo, t_hi = float(tc.min() + off[0]), float(tc.max() + off[-1])
 
     def log_density(u_grid):  # of log sigma: integrate the integrand over t at fixed u = rho + t
         tt = np.linspace(t_lo, t_hi, 2 * m - 1)
-        vals = logf(u_grid[:, None] - tt[None, :], tt[None, :]) - log_z
-        return logsumexp(vals + np.log(_simpson_weights(tt.size, tt[1] - tt[0])), axis=1)
+        log_wt = np.log(_simpson_weights(tt.size, tt[1] - tt[0]))
+        step = max(1, BLOCK_FLOATS // tt.size)
+        out = np.empty(u_grid.size)
+        for s in range(0, u_grid.size, step):
+            vals = logf(u_grid[s : s + step, None] - tt[None, :], tt[None, :]) - log_z
+            out[s : s + step] = logsumexp(vals + log_wt, axis=1)
+        return out
 
-    return u, t.ravel(), logw.ravel(), log_z, err, log_density
+    return Nodes(rho[rows] + t, t, logw[rows, cols], log_z, err, log_density, rho, rows)
+
+
+def _on_grid(logf, rho: NDArray, t_center: NDArray, off: NDArray) -> NDArray[np.float64]:
+    """logf(rho_i, t_center_i + off_j) on the (rho x off) grid, a block of rows at a time."""
+    out = np.empty((rho.size, off.size))
+    step = max(1, BLOCK_FLOATS // off.size)
+    for s in range(0, rho.size, step):
+        r = rho[s : s + step, None]
+        out[s : s + step] = logf(r, t_center[s : s + step, None] + off[None, :])
+    return out
+
+
+def _logsumexp_blocked(a: NDArray) -> float:
+    """log(sum(exp(a))) of a 2-D array, a block of rows at a time (no full-size temporaries)."""
+    top = float(a.max())
+    step = max(1, BLOCK_FLOATS // a.shape[1])
+    total = sum(float(np.exp(a[s : s + step] - top).sum()) for s in range(0, a.shape[0], step))
+    return top + float(np.log(total))
+
+
+def _require_integrable(red: ReducedEigen, noise_prior: Hyperprior) -> None:
+    """Raise :class:`ImproperPosteriorError` when the integral over delta -> 0 is infinite.
+
+    When y lies in the column space of X (rss = 0) and rank(X) = k < N, at fixed sigma
+    p(y | sigma, delta) ~ delta^-(N - k) as delta -> 0 (N - k eigenvalues of delta^2 I +
+    sigma^2 X X^T are delta^2 while the quadratic form stays bounded). In t = log delta the
+    integrand then behaves like p_delta(e^t) e^((1 - (N - k)) t): it must fall as t -> -inf.
+    Centring for an intercept is the common case: rank(X) <= N - 1 and, once N <= D + 1, the
+    centred y lies in the span of the centred columns.
+    """
+    excess = red.n - red.k
+    if red.rss > 0 or excess < 1 or noise_prior.support()[0] > 0:
+        return
+    t_near = 0.5 * np.log(max(red.v, 1e-300) / red.n) - 100.0
+    t_far = t_near - 200.0
+    g_near, g_far = (float(noise_prior.logpdf(np.exp(t))) + (1 - excess) * t for t in (t_near, t_far))
+    if g_far < g_near or g_near == -np.inf:  # the prior vanishes as delta -> 0
+        return
+    raise ImproperPosteriorError(
+        f"the posterior is improper: y lies in the column space of X (an exact fit) while "
+        f"rank(X) = {red.k} < N = {red.n} (centring for an intercept removes one dimension, so "
+        f"this happens whenever N <= D + 1 with an intercept), so p(y | sigma, delta) grows like "
+        f"delta^-{excess} as delta -> 0 and the noise prior {noise_prior} does not vanish there "
+        "fast enough to integrate. Fix the noise scale (noise=... / --noise), or use a noise "
+        "prior that vanishes at zero (e.g. invgamma:2,1 or loguniform:LOWER,UPPER)."
+    )
 
 
 def _range_1d(logf, center: float, support: tuple[float, float]) -> tuple[float, float]:
@@ -167,11 +263,10 @@ def _warn_accuracy(err: float, tol: float) -> None:
     )
 
 
-def _reference_log_scale(stats: SufficientStats, noise: float) -> float:
+def _reference_log_scale(red: ReducedEigen, noise: float) -> float:
     """A rough log sigma where the likelihood has mass: the RMS size of a ridge fit."""
-    e = stats.eigen
-    w_rot = e.bt / (e.lam + noise**2 + 1e-300)
-    return float(np.log(max(np.sqrt(np.mean(w_rot**2)), 1e-8)))
+    w_rot = red.bt / (red.lam + noise**2 + 1e-300)
+    return float(np.log(max(np.sqrt(np.sum(w_rot**2) / red.d), 1e-8)))
 
 
 def _log_support(hp: Hyperprior) -> tuple[float, float]:
