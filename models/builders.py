@@ -64,7 +64,9 @@ def hierarchical_regression(
         and ``noise`` when learned; ``w`` is always present (a Deterministic when non-centred).
     """
     hp = parse_hyperprior(hyperprior)
-    coords = {"feature": list(data.feature_names), "obs": np.arange(data.n)}
+    coords = {"feature": list(data.feature_names)}
+    if likelihood == "observations":  # N labels only where there are N terms (N may be 10^8)
+        coords["obs"] = np.arange(data.n)
     with pm.Model(coords=coords) as model:
         sigma = prior_variable(hp, "sigma", dims="feature" if ard else None)
         delta = _noise(noise)

@@ -17,6 +17,16 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from hyperbayes.models.data_checks import (
+    DataError,
+    DataWarning,
+    as_float_array,
+    check_finite,
+    check_magnitudes,
+    check_unique,
+    drop_index_column,
+)
+
 __all__ = [
     "Centering",
     "DataError",
@@ -27,14 +37,6 @@ __all__ = [
     "load_diabetes",
     "simulate",
 ]
-
-
-class DataError(ValueError):
-    """The data cannot be used as given; the message says what is wrong and how to fix it."""
-
-
-class DataWarning(UserWarning):
-    """The data can be used, but a method may behave badly on it (e.g. a constant column)."""
 
 
 @dataclass(frozen=True)
@@ -87,10 +89,12 @@ class Dataset:
         ------
         DataError
             Non-finite values, wrong shapes, mismatched lengths, empty data, zero features,
-            or feature names that do not fit.
+            feature names that do not fit, or a column (or y) whose magnitude float64 cannot
+            work with (outside ``data_checks.SCALE_RANGE``; the message gives the factor to
+            rescale by).
         """
-        X = _as_float_array(X, "X")
-        y = _as_float_array(y, "y")
+        X = as_float_array(X, "X")
+        y = as_float_array(y, "y")
         if X.ndim == 1:
             raise DataError(
                 f"X is 1-D with shape {X.shape}; it must be 2-D (N rows x D features). "
@@ -111,12 +115,14 @@ class Dataset:
             raise DataError(
                 f"X has {n} rows but y has {y.shape[0]} values; they must match row for row."
             )
-        _check_finite(X, "X")
-        _check_finite(y, "y")
+        check_finite(X, "X")
+        check_finite(y, "y")
         names = tuple(f"x{j}" for j in range(d)) if feature_names is None else tuple(feature_names)
         if len(names) != d:
             raise DataError(f"{len(names)} feature names were given for {d} columns of X.")
-        _check_unique(names + (target_name,))
+        check_unique(names + (target_name,))
+        check_magnitudes(X, [f"column {name!r}" for name in names], target=False)
+        check_magnitudes(y, [f"the target {target_name!r}"], target=True)
         X = np.array(X, dtype=np.float64, order="C")
         y = np.array(y, dtype=np.float64)
         X.setflags(write=False)
@@ -151,8 +157,15 @@ class Dataset:
         Raises
         ------
         DataError
-            If a column is constant (it duplicates the intercept).
+            If a column is constant (it duplicates the intercept), or if y is (then nothing is
+            left to explain).
         """
+        if np.ptp(self.y) == 0:
+            raise DataError(
+                f"the target {self.target_name!r} is constant (every value is {self.y[0]:.6g}), so "
+                "an intercept explains it completely and nothing is left to fit; check the target "
+                "column (--target)."
+            )
         constant = self.constant_columns()
         if constant:
             raise DataError(
@@ -311,7 +324,7 @@ def _dataset_from_csv_text(text: str, *, target: str, source: str) -> Dataset:
     if not rows:
         raise DataError(f"{source} is empty; it needs a header row and at least one data row.")
     header = [h.strip() for h in rows[0][1]]
-    _check_unique(header, where=f"the header of {source}")
+    check_unique(header, where=f"the header of {source}")
     if target not in header:
         raise DataError(
             f"target column {target!r} is not in {source}; the columns are {header}. "
@@ -330,39 +343,18 @@ def _dataset_from_csv_text(text: str, *, target: str, source: str) -> Dataset:
             try:
                 values[k, j] = float(cell)
             except ValueError:
+                if not header[j]:
+                    raise DataError(
+                        f"column {j + 1} of {source} has no name in the header, and line {line} "
+                        f"holds {cell!r} there, not a number; drop that column or name it and "
+                        "encode it numerically."
+                    ) from None
                 raise DataError(
                     f"{source} line {line}, column {header[j]!r}: {cell!r} is not a number; "
                     "encode categorical columns numerically, fill empty cells, or drop them."
                 ) from None
+    header, values = drop_index_column(header, values, target=target, source=source)
     t = header.index(target)
     features = [h for j, h in enumerate(header) if j != t]
     X = np.delete(values, t, axis=1)
     return Dataset.from_arrays(X, values[:, t], feature_names=features, target_name=target)
-
-
-def _as_float_array(a: ArrayLike, name: str) -> NDArray[np.float64]:
-    try:
-        return np.asarray(a, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise DataError(
-            f"{name} could not be read as numbers; every entry must be numeric (encode "
-            "categorical values numerically)."
-        ) from None
-
-
-def _check_finite(a: NDArray[np.float64], name: str) -> None:
-    bad = ~np.isfinite(a)
-    if bad.any():
-        where = np.argwhere(bad)[0]
-        kind = "NaN" if np.isnan(a[tuple(where)]) else "infinite"
-        raise DataError(
-            f"{name} has {int(bad.sum())} non-finite value(s) (first: {kind} at index "
-            f"{tuple(int(i) for i in where)}); remove or impute those rows before fitting."
-        )
-
-
-def _check_unique(names: Sequence[str], *, where: str = "the column names") -> None:
-    seen: set[str] = set()
-    dup = sorted({n for n in names if n in seen or seen.add(n)})
-    if dup:
-        raise DataError(f"duplicate column name(s) {dup} in {where}; every column needs its own name.")

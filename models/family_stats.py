@@ -90,7 +90,31 @@ class FamilyStats:
         parts = [np.asarray(a, dtype=np.float64).reshape(n, -1) for a in (fixed, dense) if a is not None]
         p = 0 if fixed is None else parts[0].shape[1]
         d = 0 if dense is None else parts[-1].shape[1]
-        Z = np.column_stack([*parts, y])
+        return cls.from_matrix(np.column_stack([*parts, y]), n_fixed_columns=p, n_dense=d,
+                               codes=codes, n_levels=n_levels, weights=weights,
+                               intercept=intercept)
+
+    @classmethod
+    def from_matrix(
+        cls,
+        Z: ArrayLike,
+        *,
+        n_fixed_columns: int,
+        n_dense: int,
+        codes: ArrayLike | None = None,
+        n_levels: int | None = None,
+        weights: ArrayLike | None = None,
+        intercept: bool = True,
+    ) -> FamilyStats:
+        """Statistics of one chunk given as one matrix Z = [F', X, y] (n x (P' + D + 1)).
+
+        The entry point of the streamed sources, which decode a chunk straight into Z (either
+        memory order) without the extra copy :meth:`from_arrays` makes to stack its arguments.
+        """
+        Z = np.asarray(Z, dtype=np.float64)
+        p, d = int(n_fixed_columns), int(n_dense)
+        if Z.ndim != 2 or Z.shape[1] != p + d + 1:
+            raise ValueError(f"Z must be n x {p + d + 1} ([F', X, y]), got shape {Z.shape}.")
         omega = None if weights is None else np.asarray(weights, dtype=np.float64)
         has_factor = codes is not None
         if has_factor:
@@ -101,7 +125,7 @@ class FamilyStats:
         nl, means = _level_means(Z, codes, omega, L)
         W, means = _within(Z, codes, omega, means, nl)
         slo = 0.0 if omega is None else float(np.sum(np.log(omega)))
-        return cls(nl, means, W, n, slo, p, d, bool(intercept), has_factor)
+        return cls(nl, means, W, Z.shape[0], slo, p, d, bool(intercept), has_factor)
 
     def merge(self, other: FamilyStats) -> FamilyStats:
         """Pool two chunks (the pairwise centred update; exact, and stable for large means)."""

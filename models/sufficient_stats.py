@@ -58,8 +58,26 @@ class SufficientStats:
 
     @classmethod
     def from_dataset(cls, data) -> SufficientStats:
-        """Statistics of a :class:`hyperbayes.models.data.Dataset`."""
+        """Statistics of a :class:`hyperbayes.models.data.Dataset`, or the ones a
+        :class:`hyperbayes.models.streaming.StreamedData` carries (it holds no rows)."""
+        stats = getattr(data, "stats", None)
+        if isinstance(stats, SufficientStats):
+            return stats
         return cls.from_arrays(data.X, data.y)
+
+    @classmethod
+    def from_dask(cls, collection, *, target: str | int = -1, intercept: bool = False):
+        """Statistics of a ``dask.dataframe`` (``target`` a column name) or a 2-D ``dask.array``
+        (``target`` a column index), from one pass over its partitions and a tree reduction of
+        their pairwise merges; runs on whatever Dask scheduler is active.
+
+        With ``intercept`` the statistics are those of the centred data (as after
+        ``Dataset.center()``). See :func:`hyperbayes.models.dask_source.dask_statistics`.
+        """
+        from hyperbayes.models.dask_source import dask_data
+
+        data = dask_data(collection, target=target)
+        return (data.center()[0] if intercept else data).stats
 
     def __add__(self, other: SufficientStats) -> SufficientStats:
         if self.G.shape != other.G.shape:

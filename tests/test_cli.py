@@ -285,19 +285,22 @@ def test_a_failing_method_exits_1_with_one_line(capsys, monkeypatch, tmp_path, c
     out_dir = tmp_path / "run"
     code, out, err = run_main(capsys, fit_args(csv_path, "--out", str(out_dir), "--quiet"))
     assert code == 1 and out == ""
-    assert err == "hyperbayes: failed: RuntimeError: the sampler fell over\n"
+    assert err == (
+        "hyperbayes: failed: exact: RuntimeError: the sampler fell over "
+        "(rerun with --debug for the traceback)\n"
+    )
     assert not out_dir.exists()
 
 
 def test_a_linear_algebra_failure_is_a_failure_not_bad_input(capsys, monkeypatch, csv_path):
-    # numpy's LinAlgError subclasses ValueError, which otherwise means bad input (exit 2).
+    # numpy's LinAlgError is a ValueError, but only the project's validation errors mean bad input.
     def singular(data, options):
         np.linalg.cholesky(-np.eye(2))
 
     monkeypatch.setattr(api, "get_runner", lambda method: singular)
     code, out, err = run_main(capsys, fit_args(csv_path, "--quiet"))
     assert code == 1 and out == ""
-    assert err.startswith("hyperbayes: failed: LinAlgError:") and err.count("\n") == 1
+    assert err.startswith("hyperbayes: failed: exact: LinAlgError:") and err.count("\n") == 1
 
 
 def test_failure_while_writing_leaves_nothing(capsys, monkeypatch, tmp_path, csv_path):
@@ -312,7 +315,11 @@ def test_failure_while_writing_leaves_nothing(capsys, monkeypatch, tmp_path, csv
     )
     assert code == 1
     assert out == ""  # nothing is printed as if the run had succeeded
-    assert err == "hyperbayes: failed: OSError: No space left on device\n"
+    # The method succeeded; the command failed while writing, so the message names the command.
+    assert err == (
+        "hyperbayes: failed: fit: OSError: No space left on device "
+        "(rerun with --debug for the traceback)\n"
+    )
     assert not out_dir.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 

@@ -130,6 +130,46 @@ def test_constant_column_warns_and_centering_refuses_it():
         data.center()
 
 
+@pytest.mark.parametrize(
+    ("column", "scale", "match"),
+    [
+        # Near float64's limits: once "non-finite values" (the centring overflowed) and "X is
+        # all zeros" (the squares underflowed); now the true cause and the factor.
+        ("a", 1e307, r"column 'a' has values up to .*e\+307 .* divide column 'a' by 1e\+307"),
+        ("a", 1e-308, r"column 'a' has values no larger than .*multiply column 'a' by 1e\+308"),
+        ("a", 1e-310, r"no larger than .*multiply column 'a' by 1e\+310"),  # subnormal
+        ("y", 1e40, r"the target 'y' has values up to .*divide the target 'y' by 1e\+40"),
+        ("y", 1e-40, r"the target 'y' .* multiply the target 'y' by 1e\+40 .* 1e\+40 times larger"),
+    ],
+)
+def test_magnitudes_float64_cannot_work_with_are_refused_with_the_factor(column, scale, match):
+    X, y = small_xy()
+    if column == "y":
+        y = y * scale
+    else:
+        X[:, 0] *= scale
+    with pytest.raises(DataError, match=match):
+        Dataset.from_arrays(X, y, feature_names=["a", "b", "c"])
+
+
+def test_magnitudes_inside_the_range_and_zeros_are_accepted():
+    X, y = small_xy()
+    X[:, 0] *= 1e25
+    X[0, 1] = 1e-300  # one tiny entry in an ordinary column is fine: the column's scale is 1
+    data = Dataset.from_arrays(X, y * 1e-25)
+    assert data.center()[0].X[:, 0].max() > 1e24
+    X[:, 2] = 0.0
+    with pytest.warns(DataWarning, match="constant"):
+        Dataset.from_arrays(X, y)
+
+
+def test_centring_a_constant_target_is_refused():
+    X, y = small_xy()
+    data = Dataset.from_arrays(X, np.full(6, 3.0), target_name="t")
+    with pytest.raises(DataError, match=r"the target 't' is constant \(every value is 3\).*--target"):
+        data.center()
+
+
 def test_n_smaller_than_d_is_allowed_and_explained():
     X, y = small_xy(n=3, d=8)
     data = Dataset.from_arrays(X, y)
@@ -247,6 +287,44 @@ def test_csv_constant_column_warns(tmp_path):
     path.write_text("a,k,y\n1,5,2\n2,5,3\n4,5,1\n")
     with pytest.warns(DataWarning, match="k are constant"):
         load_csv(path, target="y")
+
+
+def test_csv_row_index_from_pandas_is_dropped_with_a_warning(tmp_path):
+    path = tmp_path / "indexed.csv"
+    path.write_text(",a,b,t\n0,1.5,2,3\n1,2.5,1,4\n2,0.5,7,1\n")  # DataFrame.to_csv(path)
+    with pytest.warns(DataWarning, match="no name and holds distinct whole numbers.*dropped"):
+        data = load_csv(path, target="t")
+    assert data.feature_names == ("a", "b")
+    np.testing.assert_array_equal(data.X[:, 0], [1.5, 2.5, 0.5])
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (",a,t\n0.5,1,3\n1.5,2,4\n", "column 1 of .* has no name"),  # not a row index
+        ("a,,t\n1,0,3\n2,1,4\n", "column 2 of .* has no name"),  # not the first column
+        (",a,t\nx,1,3\ny,2,4\n", r"column 1 of .* has no name.*line 2 holds 'x'"),
+    ],
+)
+def test_csv_other_unnamed_columns_are_refused(tmp_path, text, match):
+    path = tmp_path / "unnamed.csv"
+    path.write_text(text)
+    with pytest.raises(DataError, match=match):
+        load_csv(path, target="t")
+
+
+def test_dataframe_row_index_read_back_by_pandas_is_dropped(tmp_path):
+    import pandas as pd
+
+    from hyperbayes.inference.workflow.api import prepare_run
+
+    frame = pd.DataFrame({"a": [1.0, 2.0, 4.0, 3.0], "b": [0.5, 0.1, 0.2, 0.9], "t": [1, 3, 2, 5]})
+    frame.to_csv(tmp_path / "f.csv")  # with the index, as pandas writes by default
+    back = pd.read_csv(tmp_path / "f.csv")
+    assert back.columns[0] == "Unnamed: 0"
+    with pytest.warns(DataWarning, match="dropped"):
+        run = prepare_run(back, target="t")
+    assert run.data.feature_names == ("a", "b")
 
 
 def test_csv_file_problems(tmp_path):

@@ -146,15 +146,18 @@ def test_single_mcmc_chain_gives_nan_r_hat_and_a_warning(rng):
     with pytest.warns(DiagnosticsWarning, match="single chain"):
         d = diagnose(tree)
     assert math.isnan(d.r_hat_max) and np.isfinite(d.ess_bulk_min)
+    assert d.ok and len(d.notes) == 1 and "single chain" in d.notes[0]  # carried, not a failure
 
 
 @pytest.mark.parametrize("draws", [1, 2, 3])
 def test_too_short_chains_give_nan_and_a_warning(rng, draws):
     tree = _tree({"a": rng.standard_normal((1, draws))}, _healthy_stats(rng, chains=1, draws=draws))
-    with pytest.warns(DiagnosticsWarning, match="draw"):
+    with pytest.warns(DiagnosticsWarning, match="draw") as caught:
         d = diagnose(tree)
     assert math.isnan(d.r_hat_max) and math.isnan(d.ess_bulk_min) and math.isnan(d.ess_tail_min)
     assert isinstance(d, Diagnostics)
+    # the result carries the warning too, so that a method's summary can report it
+    assert d.notes == (str(caught[0].message),) and f"only {draws} draw(s)" in d.notes[0]
 
 
 def test_a_constant_variable_does_not_spoil_the_extremes(rng):
@@ -163,6 +166,7 @@ def test_a_constant_variable_does_not_spoil_the_extremes(rng):
         warnings.simplefilter("error")
         d = diagnose(tree)
     assert np.isfinite(d.r_hat_max) and d.r_hat_max < RHAT_MAX
+    assert d.notes == ()
 
 
 def test_var_names_restricts_the_checks(rng):

@@ -8,11 +8,13 @@ import pytest
 from scipy import integrate, stats
 
 from hyperbayes.models.builders import prior_variable
-from hyperbayes.models.data import Dataset, load_diabetes
+from hyperbayes.models.data import DataError, Dataset, load_diabetes
 from hyperbayes.models.hyperpriors import (
     FORMS,
     Hyperprior,
     ImproperPriorError,
+    OptionError,
+    check_scales,
     default_hyperpriors,
     parse_hyperprior,
 )
@@ -106,14 +108,15 @@ def test_str_round_trips(spec):
     ],
 )
 def test_parse_errors_list_the_valid_forms(spec):
-    with pytest.raises(ValueError, match="valid forms") as info:
+    with pytest.raises(OptionError, match="valid forms") as info:  # bad input: exit 2
         parse_hyperprior(spec)
     for kind in FORMS:
         assert kind in str(info.value)
 
 
 def test_direct_construction_validates():
-    with pytest.raises(ValueError, match="valid forms"):
+    assert issubclass(OptionError, ValueError)
+    with pytest.raises(OptionError, match="valid forms"):
         Hyperprior("gamma", (1.0,))  # type: ignore[arg-type]
     assert Hyperprior("halfnormal", [2]).params == (2.0,)
 
@@ -303,3 +306,66 @@ def test_default_hyperpriors_survive_a_constant_target():
     data = Dataset.from_arrays([[1.0], [2.0], [3.0]], [5.0, 5.0, 5.0])
     sigma_hp, noise_hp = default_hyperpriors(data)
     assert sigma_hp.proper and noise_hp.params == (1.0,)
+
+
+# --------------------------------------------------------------------------- usable scales
+
+
+@pytest.mark.parametrize(
+    ("spec", "scale"),
+    [
+        ("halfnormal:2", 2.0),
+        ("exponential:3", 3.0),
+        ("invgamma:2,8", 2.0),  # sqrt(BETA / ALPHA)
+        ("loguniform:0.01,100", 1.0),  # geometric mean
+        ("flat", None),
+    ],
+)
+def test_typical_scale(spec, scale):
+    assert parse_hyperprior(spec).typical_scale() == (pytest.approx(scale) if scale else None)
+
+
+@pytest.fixture(scope="module")
+def centred():
+    """N = 100, sd(y) = 2 exactly, sd(x_j) = 1 exactly: the weights' scale is 2."""
+    rng = np.random.default_rng(7)
+    X, y = rng.standard_normal((100, 2)), rng.standard_normal(100)
+    X, y = (X - X.mean(0)) / X.std(0), 2 * (y - y.mean()) / y.std()
+    return Dataset.from_arrays(X, y)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        # The round-off floor: 10 sqrt(eps y.y) = 10 * 1.49e-8 * 20 = 2.98e-6.
+        ({"noise": 1e-300}, r"noise scale is 1e-300, outside .* 2.98e-06 to 2e\+30: below that"),
+        ({"noise": 1e300}, r"noise scale is 1e\+300, .* 5e\+299 times sd\(y\), 2;"),
+        ({"hyperprior": "halfnormal:1e-300"}, r"hyperprior halfnormal:1e-300 is 1e-300, .* 2e-30 to 2e\+30"),
+        ({"noise_prior": "halfnormal:1e-300"}, r"noise prior halfnormal:1e-300 is .* 2.98e-06 to"),
+        ({"hyperprior": "loguniform:1e40,1e50"}, r"loguniform:1e\+40,1e\+50 \(sqrt\(LOWER \* UPPER\)\)"),
+    ],
+)
+def test_scales_float64_cannot_work_with_are_refused_with_the_usable_range(centred, options, match):
+    kwargs = {"hyperprior": "halfnormal:1", "noise": None, "noise_prior": "halfnormal:1"} | options
+    if kwargs["noise"] is not None:
+        kwargs["noise_prior"] = None
+    parsed = {k: parse_hyperprior(v) if isinstance(v, str) else v for k, v in kwargs.items()}
+    with pytest.raises(OptionError, match=match):
+        check_scales(centred, **parsed)
+
+
+def test_usable_scales_pass(centred):
+    for noise in (3e-6, 1e-3, 2.0, 1e29):
+        check_scales(centred, hyperprior=parse_hyperprior("flat"), noise=noise, noise_prior=None)
+    check_scales(
+        centred,
+        hyperprior=parse_hyperprior("loguniform:1e-40,1e40"),  # wide, but centred on the data
+        noise=None,
+        noise_prior=parse_hyperprior("invgamma:1e-3,1e-3"),
+    )
+
+
+def test_weights_scale_out_of_range_is_a_data_error(centred):
+    tiny_x = Dataset.from_arrays(centred.X * 1e-20, centred.y * 1e15)  # weights ~ 1e35
+    with pytest.raises(DataError, match=r"weights' scale.*outside the 1e-30 to 1e\+30"):
+        check_scales(tiny_x, hyperprior=parse_hyperprior("flat"), noise=1e15, noise_prior=None)

@@ -1,8 +1,15 @@
-"""The run directory (all files or none) and the DataTree conversion and netCDF round trip."""
+"""The run directory (all files or none) and the DataTree conversion and netCDF round trip;
+the destination checked before any work, and the temporary siblings of killed writers."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +18,15 @@ import xarray as xr
 
 import hyperbayes.inference.workflow.rundir as rundir
 from hyperbayes.inference.methods.arviz_io import draws_to_datatree, load_datatree, save_datatree
-from hyperbayes.inference.workflow.rundir import RunDirectoryExists, write_run_directory
+from hyperbayes.inference.workflow.cli import main
+from hyperbayes.inference.workflow.rundir import (
+    RunDirectoryExists,
+    UnusableDestination,
+    check_destination,
+    remove_stale_partials,
+    write_run_directory,
+)
+from hyperbayes.models.data import simulate
 
 FEATURES = ("age", "bmi", "bp")
 
@@ -116,3 +131,156 @@ def test_a_failing_netcdf_write_leaves_nothing(monkeypatch, tmp_path):
     with pytest.raises(OSError, match="No space left"):
         write_run_directory(tmp_path / "run", summary={"a": 1}, datatrees={"nuts": object()})
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- the destination
+
+
+def test_the_temporary_sibling_is_named_after_its_writer(tmp_path):
+    seen = []
+    write_run_directory(tmp_path / "run", summary={}, extra_files={"x": lambda p: seen.append(p)})
+    (tmp,) = seen
+    assert re.fullmatch(rf"\.run\.{os.getpid()}@[A-Za-z0-9_-]+\.[0-9a-f]{{32}}\.partial",
+                        tmp.parent.name)  # fmt: skip
+
+
+def test_check_destination_accepts_a_new_directory_and_leaves_nothing(tmp_path):
+    out = tmp_path / "a" / "b" / "run"
+    assert check_destination(out) == out
+    assert list(tmp_path.iterdir()) == []  # neither the probe nor the parents
+
+
+@pytest.mark.parametrize("kind", ["directory", "file", "dangling symlink"])
+def test_check_destination_refuses_what_exists(tmp_path, kind):
+    out = tmp_path / "run"
+    if kind == "directory":
+        out.mkdir()
+    elif kind == "file":
+        out.write_text("mine")
+    else:
+        out.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(RunDirectoryExists, match=f"output directory {out} exists already"):
+        check_destination(out)
+
+
+@pytest.mark.parametrize("depth", [0, 1], ids=["parent", "grandparent"])
+def test_check_destination_refuses_a_parent_that_is_a_file(tmp_path, depth):
+    blocker = tmp_path / "results.csv"
+    blocker.write_text("a,b\n")
+    out = blocker / "sub" / "run" if depth else blocker / "run"
+    with pytest.raises(UnusableDestination) as info:
+        check_destination(out)
+    message = str(info.value)
+    assert message == (
+        f"cannot create output directory {out}: {blocker} is a file, not a directory; "
+        "choose another --out."
+    )
+    assert blocker.read_text() == "a,b\n"
+
+
+def test_check_destination_refuses_an_unwritable_place():
+    # Permission bits do not stop root (the tests run as root); /proc refuses everyone.
+    if not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux's /proc: the one directory no user, root included, can write")
+    out = Path("/proc/hyperbayes-test/run")
+    with pytest.raises(UnusableDestination, match=r"^cannot create output directory "
+                       r"/proc/hyperbayes-test/run: /proc is not writable \(.+\); choose a "
+                       r"--out in a directory you can write to\.$"):  # fmt: skip
+        check_destination(out)
+
+
+def test_a_failure_also_removes_the_parents_it_made(tmp_path):
+    def writer(path: Path) -> None:
+        raise RuntimeError("report failed")
+
+    with pytest.raises(RuntimeError):
+        write_run_directory(tmp_path / "a" / "b" / "run", summary={}, extra_files={"r": writer})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_second_interrupt_does_not_stop_the_cleanup(monkeypatch, tmp_path):
+    """Ctrl-C pressed again (or SIGTERM after SIGINT) while the temporary sibling is removed."""
+    rmtree, calls = shutil.rmtree, []
+
+    def interrupted_once(path, **kwargs):
+        calls.append(path)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        rmtree(path, **kwargs)
+
+    def writer(path: Path) -> None:
+        path.write_text("half")
+        raise RuntimeError("report failed")
+
+    monkeypatch.setattr(rundir.shutil, "rmtree", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):  # the interrupt wins: exit 130, not 1
+        write_run_directory(tmp_path / "run", summary={}, extra_files={"r": writer})
+    assert len(calls) == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def _partial(parent: Path, name: str, pid: int, host: str = rundir._HOST) -> Path:
+    path = parent / f".{name}.{pid}@{host}.{uuid.uuid4().hex}.partial"
+    path.mkdir()
+    (path / "summary.json").write_text("{}")
+    return path
+
+
+def test_stale_partials_of_dead_writers_are_removed_and_no_others(tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # exited and reaped: its pid names no process now
+    stale = _partial(tmp_path, "run", child.pid)
+    alive = _partial(tmp_path, "run", os.getpid())  # a writer that is still running
+    elsewhere = _partial(tmp_path, "run", child.pid, host="another-host")  # shared file system
+    other_name = _partial(tmp_path, "run2", child.pid)
+    old_style = tmp_path / f".run.{uuid.uuid4().hex}.partial"  # no pid: whose, is unknown
+    old_style.mkdir()
+    out = write_run_directory(tmp_path / "run", summary={"a": 1})
+    assert not stale.exists()
+    assert all(p.exists() for p in (alive, elsewhere, other_name, old_style))
+    assert json.loads((out / "summary.json").read_text()) == {"a": 1}
+    assert remove_stale_partials(tmp_path / "run2") == [other_name]
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def _one_line_exit_2(capsys, argv: list[str]) -> str:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, ""), err
+    assert len(err.splitlines()) == 1, err  # no progress line: nothing ran
+    assert err.startswith("hyperbayes: error: ")
+    return err.strip()
+
+
+@pytest.fixture
+def small_csv(tmp_path):
+    path = tmp_path / "data.csv"
+    simulate(n=20, d=2, sigma=1.0, noise=1.0, seed=5).data.to_csv(path)
+    return path
+
+
+@pytest.mark.parametrize("command", ["fit", "compare", "demo"])
+def test_an_out_under_a_file_is_refused_before_any_method_runs(capsys, tmp_path, small_csv, command):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("mine")
+    out = blocker / "run"
+    data = ["--data", str(small_csv), "--target", "y", "--noise", "1"]
+    argv = {
+        "fit": ["fit", "exact", *data, "--out", str(out)],
+        "compare": ["compare", *data, "--methods", "exact", "--out", str(out)],
+        "demo": ["demo", "--out", str(out)],
+    }[command]
+    err = _one_line_exit_2(capsys, argv)
+    assert f"{blocker} is a file, not a directory; choose another --out." in err
+    assert blocker.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv", "notes.txt"]
+
+
+def test_an_unwritable_out_is_refused_before_the_method_runs(capsys, small_csv):
+    if not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux's /proc: the one directory no user, root included, can write")
+    err = _one_line_exit_2(capsys, ["fit", "exact", "--data", str(small_csv), "--target", "y",
+                                    "--noise", "1", "--out", "/proc/hyperbayes-test/run"])  # fmt: skip
+    assert "/proc is not writable" in err and "choose a --out in a directory you can write" in err

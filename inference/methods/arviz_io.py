@@ -57,12 +57,27 @@ def save_datatree(tree: xr.DataTree, path: str | Path) -> None:
     """Write a DataTree as netCDF (h5netcdf engine; no system netCDF library needed).
 
     netCDF attributes must be numbers, strings or arrays: booleans become 0/1, None is
-    dropped, and anything else (dicts, lists of mixed types) is stored as JSON text.
+    dropped, and anything else (dicts, lists of mixed types) is stored as JSON text. Every
+    numeric variable is written zlib-compressed (level :data:`COMPRESSION_LEVEL`, with HDF5's
+    byte shuffle), which shrinks draws and pointwise log likelihoods several-fold at a small
+    cost in time; reading needs nothing special.
     """
     clean = tree.copy()
+    encoding = {}
     for node in clean.subtree:
         node.attrs = {k: _netcdf_attr(v) for k, v in node.attrs.items() if v is not None}
-    clean.to_netcdf(path, engine="h5netcdf")
+        numeric = {
+            name: {"zlib": True, "complevel": COMPRESSION_LEVEL, "shuffle": True}
+            for name, var in node.dataset.variables.items()
+            if var.dtype.kind in "fiub" and var.ndim > 0
+        }
+        if numeric:
+            encoding[node.path] = numeric
+    clean.to_netcdf(path, engine="h5netcdf", encoding=encoding)
+
+
+#: zlib level of the netCDF files: 4 is within a few percent of 9's size at a fraction of its time.
+COMPRESSION_LEVEL = 4
 
 
 def _netcdf_attr(value):

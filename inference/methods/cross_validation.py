@@ -10,6 +10,11 @@ all without refitting from scratch:
   O(N D) per lambda after one projection of X on the eigenvectors; never an N x N matrix.
 - ``"gcv"``: generalised CV, (RSS / N) / (1 - tr H / N)^2, O(D) per lambda from (G, b, v, N).
 
+Streamed data (:class:`~hyperbayes.models.streaming.StreamedData`) hold no rows: their K folds
+are the ones hashed from the row numbers during the one pass that read them, so K-fold and GCV
+run from statistics; leave-one-out (one term per row) and the HOAG path (rows of one split)
+are refused or skipped with the reason.
+
 The chosen lambda gives sigma = delta / sqrt(lambda). NumPy only.
 """
 
@@ -34,6 +39,7 @@ from hyperbayes.inference.mathematics.ridge import (
 from hyperbayes.inference.methods.hypergradient import hypergradient_descent
 from hyperbayes.inference.methods.results import MethodSummary, RunOptions
 from hyperbayes.models.data import DataError, Dataset, DataWarning
+from hyperbayes.models.streaming import RowsNotHeld, StreamedData
 from hyperbayes.models.sufficient_stats import SufficientStats
 
 __all__ = ["DEFAULT_FOLDS", "SCHEMES", "CVResult", "cross_validate", "fold_indices", "run"]
@@ -159,6 +165,11 @@ def cross_validate(
         raise ValueError(f"noise must be a positive number or None, got {noise!r}.")
     if data.n < 2:
         raise DataError(f"cross-validation needs at least 2 observations, got N = {data.n}.")
+    if scheme == "loo" and isinstance(data, StreamedData):
+        raise RowsNotHeld(
+            f"closed-form leave-one-out needs every row's leverage, and these {data.n:,} rows were "
+            "streamed into statistics; use scheme='kfold' (folds hashed in the same pass) or 'gcv'."
+        )
     if scheme == "kfold":
         stats, grid, score, se = _kfold_curve(data, lambdas, lambda_range, n_lambdas, folds, seed)
     else:
@@ -214,6 +225,11 @@ def run(
 def _hoag_on_first_fold(data: Dataset, res: CVResult, *, seed: int) -> tuple[dict, list[str]]:
     """HOAG on one split (the first fold held out), for the report: its path in lambda and
     validation mean squared error, which is on the scale of the CV curve."""
+    if isinstance(data, StreamedData):
+        return {}, [
+            "the HOAG path (one split, an illustration beside the K-fold curve) was skipped: "
+            "it runs on the rows of the split, and these data were streamed into statistics."
+        ]
     if data.n < 4:
         return {}, ["too few rows for a HOAG split; no hypergradient path."]
     held = fold_indices(data.n, max(2, min(DEFAULT_FOLDS, data.n)), seed)[0]
@@ -266,8 +282,9 @@ def _grid(stats, lambdas, lambda_range, n_lambdas) -> NDArray[np.float64]:
 
 def _kfold_curve(data, lambdas, lambda_range, n_lambdas, folds, seed):
     """Fold statistics from rows, training statistics by subtraction from their sum."""
-    parts = fold_indices(data.n, folds, seed)
-    fold_stats = [SufficientStats.from_arrays(data.X[p], data.y[p]) for p in parts]
+    fold_stats = _streamed_folds(data, folds) if isinstance(data, StreamedData) else [
+        SufficientStats.from_arrays(data.X[p], data.y[p]) for p in fold_indices(data.n, folds, seed)
+    ]
     total = sum(fold_stats[1:], fold_stats[0])
     grid = _grid(total, lambdas, lambda_range, n_lambdas)
     fold_mse = np.empty((folds, grid.size))
@@ -278,6 +295,17 @@ def _kfold_curve(data, lambdas, lambda_range, n_lambdas, folds, seed):
     score = sizes @ fold_mse / data.n  # pooled: sum of squared errors over all N rows
     se = np.std(fold_mse, axis=0, ddof=1) / np.sqrt(folds)
     return total, grid, score, se
+
+
+def _streamed_folds(data: StreamedData, folds: int) -> list[SufficientStats]:
+    """The folds hashed while the data were read (their seed was the reading's)."""
+    if data.fold_stats is None or len(data.fold_stats) != folds:
+        have = "no folds" if data.fold_stats is None else f"{len(data.fold_stats)} folds"
+        raise RowsNotHeld(
+            f"{folds}-fold CV on streamed data needs the folds' statistics from the pass that "
+            f"read them, which made {have}; read the data again with folds={folds}."
+        )
+    return list(data.fold_stats)
 
 
 def _loo_curve(data, stats, grid):

@@ -77,6 +77,10 @@ class Diagnostics:
         The variable responsible for each of r_hat_max, ess_bulk_min and ess_tail_min.
     messages : tuple of str
         One plain-words message, with its remedy, per failed check. Empty when all pass.
+    notes : tuple of str
+        The checks that could not be computed (too few draws or chains), in the words of the
+        :class:`DiagnosticsWarning` that :func:`diagnose` raised for each, so that a result
+        can carry them. They do not make ``ok`` false.
     """
 
     chains: int
@@ -90,6 +94,7 @@ class Diagnostics:
     tree_depth_saturation: float | None
     worst: Mapping[str, str]
     messages: tuple[str, ...]
+    notes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -155,7 +160,9 @@ def diagnose(
     chains, draws = int(post.sizes.get("chain", 1)), int(post.sizes.get("draw", 0))
     stats = data["sample_stats"].to_dataset() if "sample_stats" in data.children else None
 
-    r_hat, ess_bulk, ess_tail, worst = _convergence(post, chains, draws, mcmc=stats is not None)
+    r_hat, ess_bulk, ess_tail, worst, notes = _convergence(
+        post, chains, draws, mcmc=stats is not None
+    )
     divergences = _count(stats, "diverging")
     saturated = _count(stats, "reached_max_treedepth", "maxdepth_reached")  # PyMC, nutpie
     total = chains * draws
@@ -185,29 +192,32 @@ def diagnose(
         tree_depth_saturation=saturation,
         worst=worst,
         messages=messages,
+        notes=notes,
     )
 
 
 def _convergence(
     post: xr.Dataset, chains: int, draws: int, *, mcmc: bool
-) -> tuple[float, float, float, dict[str, str]]:
-    """(max R-hat, min bulk ESS, min tail ESS, worst variables); nan where not computable."""
+) -> tuple[float, float, float, dict[str, str], tuple[str, ...]]:
+    """(max R-hat, min bulk ESS, min tail ESS, worst variables, notes); nan where not computable.
+
+    Each note is also raised as a :class:`DiagnosticsWarning`.
+    """
     nan = math.nan
     if draws < MIN_DRAWS_PER_CHAIN:
-        warnings.warn(
+        note = (
             f"only {draws} draw(s) per chain: R-hat and ESS need at least {MIN_DRAWS_PER_CHAIN}; "
-            "they are reported as nan. Run more draws.",
-            DiagnosticsWarning,
-            stacklevel=3,
+            "they are reported as nan. Run more draws."
         )
-        return nan, nan, nan, {}
+        warnings.warn(note, DiagnosticsWarning, stacklevel=3)
+        return nan, nan, nan, {}, (note,)
+    notes: tuple[str, ...] = ()
     if chains < 2 and mcmc:
-        warnings.warn(
+        notes = (
             "a single chain: R-hat needs several chains to compare and is reported as nan. "
             "Run at least 2 (better 4) chains.",
-            DiagnosticsWarning,
-            stacklevel=3,
         )
+        warnings.warn(notes[0], DiagnosticsWarning, stacklevel=3)
     with warnings.catch_warnings():
         # A variable that does not vary (e.g. a fixed weight) makes ArviZ divide 0 by 0; its nan
         # is dropped below, so the RuntimeWarning carries no information.
@@ -219,7 +229,7 @@ def _convergence(
     r_max, worst["r_hat_max"] = _extreme(r_hat, np.nanargmax) if r_hat is not None else (nan, "")
     b_min, worst["ess_bulk_min"] = _extreme(bulk, np.nanargmin)
     t_min, worst["ess_tail_min"] = _extreme(tail, np.nanargmin)
-    return r_max, b_min, t_min, {k: v for k, v in worst.items() if v}
+    return r_max, b_min, t_min, {k: v for k, v in worst.items() if v}, notes
 
 
 def _extreme(values: xr.Dataset, pick) -> tuple[float, str]:

@@ -36,6 +36,7 @@ from hyperbayes.inference.methods.empirical_bayes_shared import (
 )
 from hyperbayes.inference.methods.results import MethodSummary, RunOptions
 from hyperbayes.models.data import DataError, Dataset
+from hyperbayes.models.streaming import StreamedData
 from hyperbayes.models.sufficient_stats import SufficientStats
 
 __all__ = ["EmpiricalBayesResult", "OneDimensionalEB", "empirical_bayes", "one_dimensional_eb", "run"]
@@ -203,6 +204,8 @@ def empirical_bayes(
         stats, names = sufficient_stats(data), data.feature_names
         lam = stats.eigen.lam
         route = "qr" if lam[0] < RCOND_GRAM * lam[-1] else "gram"  # the switch sufficient_stats makes
+    elif isinstance(data, StreamedData):  # statistics of a streamed pass (no rows for QR)
+        stats, names, route = data.stats, data.feature_names, "streamed"
     elif isinstance(data, SufficientStats):
         stats, names, route = data, tuple(f"x{j}" for j in range(data.d)), "given"
     else:

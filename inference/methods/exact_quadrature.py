@@ -24,7 +24,8 @@ from numpy.typing import NDArray
 from scipy.special import logsumexp
 
 from hyperbayes.inference.methods.exact_reduced import BLOCK_FLOATS, ReducedEigen
-from hyperbayes.models.hyperpriors import Hyperprior
+from hyperbayes.models.hyperpriors import Hyperprior, ImproperPriorError
+from hyperbayes.models.propriety import posterior_impropriety
 
 __all__ = [
     "MAX_GRID",
@@ -47,8 +48,9 @@ class QuadratureWarning(RuntimeWarning):
     """The quadrature did not reach the requested accuracy."""
 
 
-class ImproperPosteriorError(ValueError):
-    """The posterior does not integrate: the evidence is infinite for these data and priors."""
+class ImproperPosteriorError(ImproperPriorError):
+    """The posterior does not integrate: the evidence is infinite for these data and priors
+    (an :class:`ImproperPriorError`, so ``compare`` shows the oracle as not applicable)."""
 
 
 class Nodes(NamedTuple):
@@ -94,7 +96,7 @@ def learned_noise_nodes(
     For fixed rho the likelihood is an inverse-gamma kernel in delta^2 centred at Q(rho) / N, so
     each row of the grid is centred there (``t_center``) and spans the same offsets.
     """
-    _require_integrable(red, noise_prior)
+    _require_integrable(red, hp, noise_prior)
 
     def t_center(rho):  # the conditional mode of log delta given rho, ignoring the priors
         _, q = red.ratio_terms(rho)
@@ -184,32 +186,18 @@ def _logsumexp_blocked(a: NDArray) -> float:
     return top + float(np.log(total))
 
 
-def _require_integrable(red: ReducedEigen, noise_prior: Hyperprior) -> None:
-    """Raise :class:`ImproperPosteriorError` when the integral over delta -> 0 is infinite.
+def _require_integrable(red: ReducedEigen, hp: Hyperprior, noise_prior: Hyperprior) -> None:
+    """Raise :class:`ImproperPosteriorError` when the integral is infinite.
 
-    When y lies in the column space of X (rss = 0) and rank(X) = k < N, at fixed sigma
-    p(y | sigma, delta) ~ delta^-(N - k) as delta -> 0 (N - k eigenvalues of delta^2 I +
-    sigma^2 X X^T are delta^2 while the quadratic form stays bounded). In t = log delta the
-    integrand then behaves like p_delta(e^t) e^((1 - (N - k)) t): it must fall as t -> -inf.
-    Centring for an intercept is the common case: rank(X) <= N - 1 and, once N <= D + 1, the
-    centred y lies in the span of the centred columns.
+    The rule is :func:`hyperbayes.models.propriety.posterior_impropriety` (the one every method
+    uses); the common case here is an exact fit (rss = 0, e.g. centring for an intercept with
+    N <= D + 1) with a noise prior positive at 0, where p(y | sigma, delta) ~ delta^-(N - k).
     """
-    excess = red.n - red.k
-    if red.rss > 0 or excess < 1 or noise_prior.support()[0] > 0:
-        return
-    t_near = 0.5 * np.log(max(red.v, 1e-300) / red.n) - 100.0
-    t_far = t_near - 200.0
-    g_near, g_far = (float(noise_prior.logpdf(np.exp(t))) + (1 - excess) * t for t in (t_near, t_far))
-    if g_far < g_near or g_near == -np.inf:  # the prior vanishes as delta -> 0
-        return
-    raise ImproperPosteriorError(
-        f"the posterior is improper: y lies in the column space of X (an exact fit) while "
-        f"rank(X) = {red.k} < N = {red.n} (centring for an intercept removes one dimension, so "
-        f"this happens whenever N <= D + 1 with an intercept), so p(y | sigma, delta) grows like "
-        f"delta^-{excess} as delta -> 0 and the noise prior {noise_prior} does not vanish there "
-        "fast enough to integrate. Fix the noise scale (noise=... / --noise), or use a noise "
-        "prior that vanishes at zero (e.g. invgamma:2,1 or loguniform:LOWER,UPPER)."
+    reason = posterior_impropriety(
+        rank=red.k, n=red.n, exact=red.rss <= 0, hyperprior=hp, noise_prior=noise_prior
     )
+    if reason is not None:
+        raise ImproperPosteriorError(f"the posterior is improper: {reason}.")
 
 
 def _range_1d(logf, center: float, support: tuple[float, float]) -> tuple[float, float]:

@@ -17,10 +17,12 @@ import numpy as np
 import pymc as pm
 import pytensor
 from numpy.typing import ArrayLike, NDArray
+from threadpoolctl import threadpool_limits
 
 from hyperbayes.models.builders import hierarchical_regression
 from hyperbayes.models.data import Dataset
 from hyperbayes.models.hyperpriors import Hyperprior
+from hyperbayes.models.streaming import StreamedData
 
 __all__ = ["STATIONARY_TOL", "OptimizerRun", "Problem", "start_points"]
 
@@ -131,7 +133,11 @@ class Problem:
             on_unused_input="ignore",
             mode=_MODE,
         )
-        w_hat = np.linalg.lstsq(data.X, data.y, rcond=None)[0]
+        if isinstance(data, StreamedData):  # no rows: the minimum-norm solution of G w = b
+            st = data.stats
+            w_hat = np.linalg.lstsq(st.G, st.b, rcond=None)[0]
+        else:
+            w_hat = np.linalg.lstsq(data.X, data.y, rcond=None)[0]
         if not np.any(w_hat):  # y orthogonal to X: any direction shows the collapse
             w_hat = np.full(data.d, 1.0 / np.sqrt(data.d))
         return cls(
@@ -177,7 +183,15 @@ class Problem:
         xs: list[NDArray] = []
         # Deep in the funnel the line search probes sigma = exp(-700) and beyond: overflow
         # there is expected and handled (the run is reported as it ended), not an error.
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
+        # One BLAS thread: SciPy's L-BFGS-B makes many tiny BLAS calls per iteration, and
+        # OpenBLAS's idle worker threads spin between them and take the second core away
+        # (diabetes, D = 10, six starts: 14-17 s with free threads on the loaded 2-core
+        # machine, 3.5 s with one; same numbers). The limit is restored on exit.
+        with (
+            warnings.catch_warnings(),
+            np.errstate(all="ignore"),
+            threadpool_limits(limits=1, user_api="blas"),
+        ):
             # Non-convergence is reported in the result (success, message), not as a warning.
             warnings.filterwarnings("ignore", "The optimizer did not converge", UserWarning)
             tree = pm.find_MAP(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,7 +30,7 @@ import xarray as xr
 from numpy.typing import NDArray
 
 from hyperbayes.inference.methods.arviz_io import pooled_draws, posterior_summary
-from hyperbayes.inference.methods.diagnostics import Diagnostics, diagnose
+from hyperbayes.inference.methods.diagnostics import Diagnostics, DiagnosticsWarning, diagnose
 from hyperbayes.inference.methods.nuts_draws import (
     AUX_NAME,
     with_exact_weights,
@@ -37,9 +38,12 @@ from hyperbayes.inference.methods.nuts_draws import (
     without_auxiliary,
 )
 from hyperbayes.inference.methods.results import MethodSummary, RunOptions
+from hyperbayes.inference.methods.sampler_interrupts import propagate_interrupts
 from hyperbayes.models.builders import hierarchical_regression, marginal_regression
 from hyperbayes.models.data import Dataset
 from hyperbayes.models.hyperpriors import Hyperprior, noise_spec
+from hyperbayes.models.propriety import require_proper_posterior
+from hyperbayes.models.streaming import StreamedData
 
 __all__ = ["NutsResult", "default_target_accept", "run", "sample_posterior"]
 
@@ -197,6 +201,9 @@ def sample_posterior(
     ValueError
         An unknown parametrisation or backend, ``ard`` with ``"marginal"``, a missing backend,
         or not exactly one of ``noise`` and ``noise_prior``.
+    ImproperPriorError
+        The posterior is improper for these data and priors (e.g. ``flat`` with rank(X) < 2);
+        :func:`hyperbayes.models.propriety.posterior_impropriety` gives the rule.
 
     Notes
     -----
@@ -215,6 +222,10 @@ def sample_posterior(
     """
     noise_arg = noise_spec(noise, noise_prior)
     _check_options(parametrization, backend, ard)
+    # NUTS would wander off to infinity in an improper posterior and report it as a result.
+    require_proper_posterior(
+        data, hyperprior=hyperprior, noise_prior=noise_prior, ard=ard, purpose="NUTS"
+    )
     start = time.perf_counter()
     if parametrization == "marginal":
         model = marginal_regression(data, hyperprior=hyperprior, noise=noise_arg)
@@ -229,7 +240,9 @@ def sample_posterior(
             likelihood=likelihood,
             ard=ard,
         )
-    with model:
+    # nutpie and PyMC's NUTS catch Ctrl-C and return the draws so far; raise it again, and
+    # with PyMC's NUTS stop the chains it would still start (external samplers take no callback).
+    with model, propagate_interrupts() as watch:
         tree = pm.sample(
             draws=draws,
             tune=tune,
@@ -241,7 +254,9 @@ def sample_posterior(
             nuts_sampler=backend,
             progressbar=progressbar,
             compute_convergence_checks=False,  # diagnose() below does it, once, our way
+            callback=watch.check if backend == "pymc" else None,
         )
+    _check_complete(tree, draws=draws, chains=chains)
     if parametrization == "marginal":
         tree = with_exact_weights(without_auxiliary(tree), data, noise, seed=seed)
     if log_likelihood:
@@ -268,20 +283,27 @@ def run(data: Dataset, options: RunOptions) -> MethodSummary:
     """
     start = time.perf_counter()
     draws, chains = options.draws or 1000, options.chains or 4
-    keep_loglik = draws * chains * data.n <= MAX_LOG_LIKELIHOOD_VALUES
-    result = sample_posterior(
-        data,
-        hyperprior=options.hyperprior,
-        noise=options.noise,
-        noise_prior=options.noise_prior,
-        parametrization="noncentered" if options.ard else "marginal",
-        draws=draws,
-        chains=chains,
-        seed=options.seed,
-        ard=options.ard,
-        log_likelihood=keep_loglik,
-        progressbar=options.progress,
-    )
+    streamed = isinstance(data, StreamedData)  # no rows: no pointwise log likelihood
+    keep_loglik = not streamed and draws * chains * data.n <= MAX_LOG_LIKELIHOOD_VALUES
+    with warnings.catch_warnings():
+        # Diagnostics that cannot be computed (too few draws) are in the summary's warnings
+        # (diagnostics.notes), so not raised as well; with fewer draws than chains ArviZ's
+        # "chain dimension longer than draw dimension" is that same fact, not a naming error.
+        warnings.simplefilter("ignore", DiagnosticsWarning)
+        warnings.filterwarnings("ignore", message="Found chain dimension to be longer than draw")
+        result = sample_posterior(
+            data,
+            hyperprior=options.hyperprior,
+            noise=options.noise,
+            noise_prior=options.noise_prior,
+            parametrization="noncentered" if options.ard else "marginal",
+            draws=draws,
+            chains=chains,
+            seed=options.seed,
+            ard=options.ard,
+            log_likelihood=keep_loglik,
+            progressbar=options.progress,
+        )
     post = posterior_summary(result.draws, ard=options.ard, noise=options.noise)
     extra: dict[str, object] = {
         "parametrization": result.parametrization,
@@ -298,7 +320,11 @@ def run(data: Dataset, options: RunOptions) -> MethodSummary:
         log_evidence=None,
         weights=post.weights,
         diagnostics=result.diagnostics.to_json(),
-        warnings=result.diagnostics.messages + _loglik_note(keep_loglik, data.n),
+        warnings=(
+            result.diagnostics.messages
+            + result.diagnostics.notes
+            + _loglik_note(keep_loglik, data.n, streamed=streamed)
+        ),
         extra=extra,
         draws=result.draws,
         wall_time=time.perf_counter() - start,
@@ -317,13 +343,33 @@ def default_target_accept(parametrization: str, *, backend: str, learned_noise: 
     return TARGET_ACCEPT_MARGINAL
 
 
-def _loglik_note(kept: bool, n: int) -> tuple[str, ...]:
+def _loglik_note(kept: bool, n: int, *, streamed: bool = False) -> tuple[str, ...]:
     if kept:
         return ()
+    if streamed:
+        return (
+            f"the pointwise log likelihood (for PSIS-LOO) was skipped: the {n:,} rows were "
+            "streamed into sufficient statistics and are not held; the posterior itself needs "
+            "only the statistics.",
+        )
     return (
         f"the pointwise log likelihood was not stored (N = {n} values per draw would exceed "
         f"{MAX_LOG_LIKELIHOOD_VALUES:,} in all), so LOO is unavailable; use fewer draws for LOO.",
     )
+
+
+def _check_complete(tree: xr.DataTree, *, draws: int, chains: int) -> None:
+    """Refuse a partial sample: an interrupted sampler returns fewer chains or draws than asked
+    for (nutpie pads its unfinished chains with NaN). :func:`propagate_interrupts` raises the
+    interrupt itself where it can see it; this catches any it cannot (a sampler run outside the
+    main thread)."""
+    post = tree["posterior"]
+    got_chains, got_draws = post.sizes.get("chain", 0), post.sizes.get("draw", 0)
+    if (got_chains, got_draws) != (chains, draws) or bool(post["sigma"].isnull().any()):
+        raise KeyboardInterrupt(
+            f"NUTS stopped early ({got_chains} chain(s) x {got_draws} draws of {chains} x "
+            f"{draws}, some missing): it was interrupted."
+        )
 
 
 def _check_options(parametrization: str, backend: str, ard: bool) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hyperbayes.models.data import Centering
-from hyperbayes.models.hyperpriors import Hyperprior, noise_spec
+from hyperbayes.models.hyperpriors import Hyperprior, OptionError, noise_spec
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,13 +58,20 @@ class RunOptions:
     progress: bool = False
 
     def __post_init__(self) -> None:
+        """Raise :class:`~hyperbayes.models.hyperpriors.OptionError` (a ValueError) for a bad
+        value, before any method runs."""
         noise_spec(self.noise, self.noise_prior)  # exactly one: known, or learned with a prior
         if self.noise is not None and not (math.isfinite(self.noise) and self.noise > 0):
-            raise ValueError(f"the noise scale must be a positive number, got {self.noise}.")
+            raise OptionError(f"the noise scale must be a positive number, got {self.noise}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer) or self.seed < 0:
+            raise OptionError(
+                f"the seed must be a whole number >= 0 (0, 1, 2, ...), got {self.seed!r}; "
+                "NumPy's and the samplers' random streams take no negative seeds."
+            )
         for name in ("draws", "chains"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ValueError(f"{name} must be at least 1, got {value}.")
+                raise OptionError(f"{name} must be at least 1, got {value}.")
 
     @property
     def learn_noise(self) -> bool:

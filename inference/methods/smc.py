@@ -1,52 +1,76 @@
 """Sequential Monte Carlo (SMC) estimates of the evidence p(y), checked against the exact value.
 
-:func:`smc_evidence` runs ``pm.sample_smc`` on :func:`hyperbayes.models.builders.hierarchical_regression`,
-reads each chain's log evidence out of PyMC's per-stage statistics and pools the chains (both
-in :mod:`hyperbayes.inference.methods.smc_stages`), and puts the exact oracle's value (MATH.md section 4) beside
-the estimate. :func:`run` is the ``smc`` method of the CLI and ``compare``.
+:func:`smc_evidence` runs ``pm.sample_smc`` on one of two models of the same data (its
+``model`` keyword), reads each chain's log evidence out of PyMC's per-stage statistics and pools
+the chains (both in :mod:`hyperbayes.inference.methods.smc_stages`), and puts the exact oracle's
+value (MATH.md section 4) beside the estimate. :func:`run` is the ``smc`` method of the CLI and
+``compare``.
+
+* ``"collapsed"`` (the default; MATH.md section 8): w integrated out
+  (:func:`~hyperbayes.models.builders.marginal_regression`), so the particles live on the 1 or 2
+  scales alone, where PyMC's independent Metropolis-Hastings (IMH) kernel, a Gaussian fitted to
+  the particles, proposes almost from the target itself. Each particle is then given one exact
+  draw of w | sigma, delta, y (as NUTS's marginal route does), so the weights are reported too.
+* ``"full"``: the non-centred hierarchical model
+  (:func:`~hyperbayes.models.builders.hierarchical_regression`): the kernel must move D + 2
+  coordinates through a funnel-shaped posterior, and the estimate drifts by more than its
+  standard error as D grows. Kept as the naive contrast, and for ARD (the collapsed model has
+  one shared sigma).
 
 How SMC estimates the evidence: the particles move from the prior (beta = 0) to the posterior
 (beta = 1) through tempered targets p(y | theta)^beta p(theta). At each stage the incremental
 weights exp((beta_t - beta_{t-1}) log p(y | theta_i)) are averaged over the particles, and the
 product of those averages over the stages is an estimate of Z = p(y) (Del Moral, Doucet and
 Jasra 2006). PyMC accumulates the log of that product and records it at the last stage only.
+The evidence is the same number on both models: integrating w out changes the target SMC
+explores, not the quantity it estimates.
 
-Timing (the "5000 draws take 4x the time of 2000" puzzle): the cost of one run is
-(stages) x (mutation steps per stage) x (draws) likelihood evaluations, a Python loop calling a
-compiled function per particle. Two effects made it superlinear:
+Accuracy (benchmarks/smc_accuracy.py: simulated data, HalfNormal(1) on sigma, noise known,
+2000 particles x 4 chains, the same 20 seeds for both routes; errors in nats):
 
-1. OpenBLAS threads. At a few thousand particles the (draws x D) covariance, whitening and
-   proposal draws of the IMH kernel cross OpenBLAS's threshold for multithreading; its idle
-   worker threads then spin-wait and take the second core away from the single-threaded
-   per-particle loop (measured: CPU time 8 s at 5000 draws against 3.4 s with one BLAS thread,
-   on the 2-core machine). PyMC's ``blas_cores`` does not help here: it is a no-op with the
-   "fork" start method (pymc issue 7354) and for sequential chains. We run the sampler inside
+=========  ==========================  ==========================
+D, N       collapsed: median |error|,  full: median |error|,
+           +-2 se coverage, stages     +-2 se coverage, stages
+=========  ==========================  ==========================
+1, 20      0.003, 85%, 2               0.008, 95%, 8
+10, 100    0.005, 100%, 6              0.039, 70%, 37
+30, 300    0.008, 95%, 8               FULL30
+100, 1000  0.010, 75%, 10              FULL100
+=========  ==========================  ==========================
+
+The nominal coverage of +-2 se is 86% with 4 chains (error / se ~ Student's t_3). On the full
+model the chains' estimates share a bias the between-chain standard error cannot see: where the
+tempered posteriors are far from Gaussian (the non-centred (log sigma, z) geometry of an
+informative posterior) the particles do not re-equilibrate between stages, the estimate drifts
+and the final particles miss the upper tail of sigma (D = 10: 0.3% of them above the exact 97.5%
+quantile). On the collapsed model the fraction of particles below each exact 2.5/50/97.5%
+quantile of every scale is within its Monte Carlo error, learned noise included.
+
+Cost: a run is (stages) x (mutation steps per stage) x (particles) log density evaluations.
+PyMC's kernels evaluate them one particle at a time from Python, so the project runs PyMC's IMH
+as :class:`~hyperbayes.inference.methods.smc_kernel.BatchedIMH`, which evaluates all particles
+in one call (same result from the same start). On the collapsed model an evaluation is O(D) on
+the eigen-statistics, after one pass over the data, and a run of 4 chains x 2000 particles took
+1.3-1.9 s at every D from 1 to 100 and N from 20 to 100,000 (1 s for 10 stages of sampling,
+plus compilation and the exact draws of w). Two further effects, kept in check here:
+
+1. OpenBLAS threads. Between their small matrix products the sampler and the draws of w leave
+   OpenBLAS's idle worker threads spin-waiting, which takes the second core away from the
+   single-threaded sampler (measured: CPU time 8 s at 5000 draws against 3.4 s with one BLAS
+   thread, on the 2-core machine). PyMC's ``blas_cores`` does not help: it is a no-op with the
+   "fork" start method (pymc issue 7354) and for sequential chains. We sample inside
    ``threadpoolctl.threadpool_limits(1, "blas")``, which restores the limit on exit.
 2. More mutation steps per stage. The IMH kernel mutates until the particles' Pearson
    correlation with the stage's start stops falling by ``correlation_threshold`` (0.01). The
    noise floor of an estimated correlation is about draws^-1/2, so with more particles the
-   rule runs longer: 68, 76 and 90 steps in total at 500, 2000 and 5000 draws (D = 10,
-   N = 100). This ~1.2x per 2.5x draws is PyMC's adaptive design, documented, not changed.
-
-Besides, each chain pays a fixed 0.2-0.8 s at its start (PyMC copies the compiled log
-densities and compiles a function for the prior draws, per chain), which dominates small runs.
-
-Accuracy: the chains' estimates of log p(y) share a bias the between-chain standard error
-cannot see. PyMC's IMH kernel proposes from one Gaussian fitted to the particles; where the
-tempered posteriors are far from Gaussian (the non-centred (log sigma, z) geometry of an
-informative posterior) the particles do not fully re-equilibrate between stages and the
-estimate comes out low: by ~0.2 nats at D = 10, N = 100, 2000 draws with PyMC's default
-tempering threshold 0.5 (tripling the mutation steps halved it, so it is a mixing effect).
-Smaller tempering steps remove most of it: the project's default :data:`THRESHOLD` = 0.9 costs
-about 3x the stages and brought the mean error to -0.01 nats. The bias grows with dimension
-(D = 30: see benchmarks/smc_accuracy.py); at D = 1 the error is within ~0.01 nats.
+   rule runs longer: 68, 76 and 90 steps in total at 500, 2000 and 5000 draws on the full model
+   (D = 10, N = 100). This ~1.2x per 2.5x draws is PyMC's adaptive design, not changed.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -56,22 +80,38 @@ from numpy.typing import NDArray
 
 from hyperbayes.inference.methods.arviz_io import pooled_draws, posterior_summary
 from hyperbayes.inference.methods.results import MethodSummary, RunOptions
-from hyperbayes.inference.methods.smc_sampling import check_sizes, noise_model_argument, sample
+from hyperbayes.inference.methods.smc_sampling import (
+    ROUTES,
+    Route,
+    build_model,
+    check_particles,
+    check_sizes,
+    kernel_class,
+    noise_model_argument,
+    sample,
+    with_weights,
+)
 from hyperbayes.inference.methods.smc_stages import (
+    DISAGREEMENT_NATS,
+    DRAWS_PER_DIMENSION,
     SmcEvidenceWarning,
     pool_log_evidence,
     read_stage_stats,
+    trust_messages,
     with_clean_stage_stats,
 )
-from hyperbayes.models.builders import hierarchical_regression
 from hyperbayes.models.data import Dataset
 from hyperbayes.models.hyperpriors import Hyperprior, parse_hyperprior
 
 __all__ = [
     "DISAGREEMENT_NATS",
-    "THRESHOLD",
     "DRAWS_PER_DIMENSION",
-    "SmcEvidenceWarning",  # from hyperbayes.inference.methods.smc_stages, where the evidence is pooled
+    "Kernel",
+    "ROUTES",
+    "Route",
+    "THRESHOLD",
+    # From hyperbayes.inference.methods.smc_stages, where the evidence is pooled and judged:
+    "SmcEvidenceWarning",
     "SmcResult",
     "run",
     "smc_evidence",
@@ -79,20 +119,15 @@ __all__ = [
 
 Kernel = Literal["imh", "mh"]
 
-#: Fewer particles per free parameter than this and the estimate is flagged. A rule of thumb,
-#: not a sharp edge: the kernels fit a covariance (p(p+1)/2 entries) to the particles, and the
-#: chains' estimates scatter by several hundredths of a nat even at D = 1 with 300 particles.
-DRAWS_PER_DIMENSION = 100
-#: Chains whose log evidences have a standard deviation above this disagree more than SMC's
-#: Monte Carlo error should allow at a trustworthy size; the delta-method standard error then
-#: understates the error too, because the probability-space mean is ruled by the largest chain.
-DISAGREEMENT_NATS = 0.5
-#: Default tempering threshold (PyMC's is 0.5): each stage keeps this fraction of the
-#: particles' effective sample size. At D = 10, N = 100, 2000 draws, 4 chains, 5 seeds
-#: (benchmarks/smc_accuracy.py): 0.5 gave a mean error of -0.185 nats (sd 0.076) in 13 stages;
-#: 0.8 gave -0.081 (sd 0.097) in 25 stages; 0.9 gave -0.008 (sd 0.064, median |error| 0.055)
-#: in 37 stages, about 3x PyMC's default cost. The random-walk "mh" kernel at 0.8: -0.140.
-THRESHOLD = 0.9
+#: Default tempering threshold of each route (PyMC's is 0.5): each stage keeps this fraction of
+#: the particles' effective sample size. Full route, at D = 10, N = 100, 2000 draws, 4 chains,
+#: 5 seeds: 0.5 gave a mean error of -0.185 nats (sd 0.076) in 13 stages; 0.8 gave -0.081
+#: (sd 0.097) in 25 stages; 0.9 gave -0.008 (sd 0.064, median |error| 0.055) in 37 stages,
+#: about 3x PyMC's default cost. The random-walk "mh" kernel at 0.8: -0.140.
+#: Collapsed route: 0.9 too, as its stages are cheap (12 at D = 10 with learned noise, against
+#: 4 at 0.5) and smaller steps cut the error: over 40 seeds there its sd was 0.013 nats at 0.9
+#: and 0.020 at 0.5, both without bias (mean error +0.004 and -0.001).
+THRESHOLD: dict[str, float] = {"collapsed": 0.9, "full": 0.9}
 
 
 @dataclass(frozen=True)
@@ -115,13 +150,19 @@ class SmcResult:
         Particles per chain and number of chains.
     kernel : str
         The mutation kernel ("imh" or "mh").
+    model : str
+        The model the particles moved on: ``"collapsed"`` (the scales) or ``"full"``.
+    threshold : float
+        The tempering threshold used.
     exact_log_evidence : float or None
         The exact oracle's value when it applies (one shared sigma), else None.
     sampling_time : float
         Seconds PyMC spent sampling (after compiling the model's functions).
     tree : xarray.DataTree
-        The posterior draws (``posterior`` group) and, in ``sample_stats``, the per-stage
-        statistics as float arrays (chain, stage) padded with nan after a chain's last stage.
+        The posterior draws (``posterior``: ``sigma``, ``w``, ``noise`` when learned; on the
+        collapsed route ``w`` is one exact draw given each particle's scales) and, in
+        ``sample_stats``, the per-stage statistics as float arrays (chain, stage) padded with
+        nan after a chain's last stage.
     warnings : tuple of str
         Why the estimate may be untrustworthy (empty when nothing was flagged).
     wall_time : float
@@ -136,6 +177,8 @@ class SmcResult:
     draws: int
     chains: int
     kernel: str
+    model: str
+    threshold: float
     exact_log_evidence: float | None
     sampling_time: float
     tree: xr.DataTree
@@ -163,8 +206,9 @@ def smc_evidence(
     draws: int = 2000,
     chains: int = 4,
     seed: int,
+    model: Route = "collapsed",
     kernel: Kernel = "imh",
-    threshold: float = THRESHOLD,
+    threshold: float | None = None,
     cores: int = 1,
     ard: bool = False,
     exact: bool = True,
@@ -187,16 +231,23 @@ def smc_evidence(
     chains : int
         Independent SMC runs; at least 2 for a standard error (4 recommended).
     seed : int
-        Seed of every random step.
+        Seed of every random step (the exact draws of w on the collapsed route included).
+    model : {"collapsed", "full"}
+        The model the particles move on. ``"collapsed"`` (default): the scales alone, w
+        integrated out (MATH.md section 8), then one exact draw of w per particle; accurate
+        and its cost independent of N and D after one pass over the data. ``"full"``: the
+        non-centred hierarchical model, sigma, z (and delta) sampled; its estimate drifts by
+        more than its standard error as D grows (module notes); the contrast, and for ARD.
     kernel : {"imh", "mh"}
         PyMC's independent Metropolis-Hastings kernel (default) or its random-walk MH kernel.
-    threshold : float
+    threshold : float, optional
         Target effective sample size of each tempering step, as a fraction of ``draws``
-        (PyMC's ``threshold``); higher means more, smaller stages. See :data:`THRESHOLD`.
+        (PyMC's ``threshold``); higher means more, smaller stages. Default: the route's
+        :data:`THRESHOLD`.
     cores : int
         Chains run in parallel processes when > 1 (1: sequentially, fastest to start).
     ard : bool
-        One sigma per feature; the exact oracle then does not apply.
+        One sigma per feature (``model="full"`` only); the exact oracle then does not apply.
     exact : bool
         Compute the exact log evidence beside the estimate when the oracle applies.
     progressbar : bool
@@ -205,6 +256,12 @@ def smc_evidence(
     Returns
     -------
     SmcResult
+
+    Raises
+    ------
+    ValueError
+        An unknown model or kernel, a threshold outside (0, 1), sizes that are not positive
+        integers, too few particles for the free parameters, or ``ard`` on the collapsed model.
 
     Warns
     -----
@@ -230,42 +287,35 @@ def smc_evidence(
     hp = parse_hyperprior(hyperprior)
     hp.require_proper("the SMC evidence")
     noise_arg = noise_model_argument(noise, noise_prior)
-    check_sizes(draws=draws, chains=chains, cores=cores, kernel=kernel, threshold=threshold)
-    model = hierarchical_regression(
-        data, hyperprior=hp, noise=noise_arg, likelihood="sufficient", ard=ard
+    route = model
+    threshold = THRESHOLD.get(route, np.nan) if threshold is None else threshold
+    check_sizes(
+        draws=draws, chains=chains, cores=cores, kernel=kernel, threshold=threshold, route=route
     )
-    n_free = sum(int(np.size(v)) for v in model.initial_point().values())
-    if draws < 2 * n_free:
-        raise ValueError(
-            f"draws={draws} is too few for {n_free} free parameters: the kernel fits a "
-            f"covariance to the particles; use at least {2 * n_free} "
-            f"(better {DRAWS_PER_DIMENSION * n_free})."
-        )
+    pm_model = build_model(data, route=route, hyperprior=hp, noise=noise_arg, ard=ard)
+    n_free = sum(int(np.size(v)) for v in pm_model.initial_point().values())
+    check_particles(draws, n_free)
     tree, pymc_warnings = sample(
-        model,
+        pm_model,
         draws=draws,
         chains=chains,
         cores=cores,
         seed=seed,
-        kernel=kernel,
+        kernel=kernel_class(kernel),
         threshold=threshold,
         progressbar=progressbar,
     )
     stats = read_stage_stats(tree["sample_stats"].to_dataset())
     log_z, se = pool_log_evidence(stats["log_evidence"], warn=False)
     tree = with_clean_stage_stats(tree, stats)
-    exact_value = None
-    if exact and not ard:
-        from hyperbayes.inference.methods.exact import exact_posterior  # the oracle (NumPy only)
-
-        exact_value = exact_posterior(
-            data, hyperprior=hp, noise=noise, noise_prior=noise_prior
-        ).log_evidence
-    messages = _trust_messages(
+    if route == "collapsed":
+        tree = with_weights(tree, data, noise, seed=seed)
+    messages = trust_messages(
         stats["log_evidence"], draws=draws, n_free=n_free, pymc_warnings=pymc_warnings
     )
     for message in messages:
         warnings.warn(message, SmcEvidenceWarning, stacklevel=2)
+    exact_value = _exact_log_evidence(data, hp, noise, noise_prior) if exact and not ard else None
     return SmcResult(
         log_evidence=log_z,
         log_evidence_se=se,
@@ -275,6 +325,8 @@ def smc_evidence(
         draws=draws,
         chains=chains,
         kernel=kernel,
+        model=route,
+        threshold=float(threshold),
         exact_log_evidence=exact_value,
         sampling_time=float(tree["sample_stats"].attrs.get("_t_sampling", np.nan)),
         tree=tree,
@@ -289,8 +341,10 @@ def run(data: Dataset, options: RunOptions) -> MethodSummary:
     ``log_evidence`` is the pooled SMC estimate; ``sigma`` the posterior mean and
     ``sigma_interval`` the equal-tailed 95% interval of the final particles; ``weights`` the
     posterior means of w. ``extra`` holds ``log_evidence_se``, ``n_stages`` (the largest over
-    chains), ``chain_n_stages``, ``chain_log_evidence``, ``exact_log_evidence`` and ``error``.
-    With ``options.ard`` the per-feature sigmas are in ``extra["sigma_ard"]``, sigma is None.
+    chains), ``chain_n_stages``, ``chain_log_evidence``, ``exact_log_evidence``, ``error`` and
+    ``model``. The collapsed model is run (:func:`smc_evidence`'s default; ``RunOptions`` has no
+    field to choose), except with ``options.ard``, which needs the full model: the per-feature
+    sigmas are then in ``extra["sigma_ard"]`` and sigma is None.
     """
     from hyperbayes.inference.methods.diagnostics import diagnose
 
@@ -303,6 +357,7 @@ def run(data: Dataset, options: RunOptions) -> MethodSummary:
         draws=options.draws or 2000,
         chains=options.chains or 4,
         seed=options.seed,
+        model="full" if options.ard else "collapsed",
         ard=options.ard,
         progressbar=options.progress,
     )
@@ -315,6 +370,7 @@ def run(data: Dataset, options: RunOptions) -> MethodSummary:
         "exact_log_evidence": result.exact_log_evidence,
         "error": result.error,
         "kernel": result.kernel,
+        "model": result.model,
         "draws": result.draws,
         "chains": result.chains,
     }
@@ -339,26 +395,9 @@ def run(data: Dataset, options: RunOptions) -> MethodSummary:
 # --------------------------------------------------------------------------- helpers
 
 
-def _trust_messages(
-    chain_log_z: NDArray, *, draws: int, n_free: int, pymc_warnings: Sequence[str]
-) -> tuple[str, ...]:
-    """Plain-words reasons to distrust the estimate, each with its remedy."""
-    out = []
-    if draws < DRAWS_PER_DIMENSION * n_free:
-        out.append(
-            f"{draws} particles for {n_free} free parameters (fewer than "
-            f"{DRAWS_PER_DIMENSION} per parameter): the SMC log evidence tends to be biased "
-            f"low at this size; use draws >= {DRAWS_PER_DIMENSION * n_free}."
-        )
-    if chain_log_z.size < 2:
-        out.append("one chain: the log evidence has no standard error; run 4 chains.")
-    else:
-        spread = float(np.std(chain_log_z, ddof=1))
-        if spread > DISAGREEMENT_NATS:
-            out.append(
-                f"the chains' log evidences disagree (sd {spread:.2f} nats > "
-                f"{DISAGREEMENT_NATS}): the pooled value is ruled by the largest chain and its "
-                "standard error is unreliable; raise draws."
-            )
-    out.extend(f"PyMC warned while sampling: {w}" for w in pymc_warnings)
-    return tuple(out)
+def _exact_log_evidence(data, hyperprior, noise, noise_prior) -> float:
+    from hyperbayes.inference.methods.exact import exact_posterior  # the oracle (NumPy only)
+
+    return exact_posterior(
+        data, hyperprior=hyperprior, noise=noise, noise_prior=noise_prior
+    ).log_evidence

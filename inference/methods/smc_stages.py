@@ -1,7 +1,9 @@
-"""PyMC's per-stage SMC statistics, read whatever their layout, and per-chain evidences pooled.
+"""PyMC's per-stage SMC statistics, read whatever their layout; per-chain evidences pooled and
+judged.
 
-Kept apart from :mod:`hyperbayes.inference.methods.smc` (which runs the sampler) because these are pure functions
-of PyMC's output: they are tested on hand-built arrays and reused on netCDF round trips.
+Kept apart from :mod:`hyperbayes.inference.methods.smc` (which runs the sampler) because these
+are pure functions of PyMC's output: they are tested on hand-built arrays and reused on netCDF
+round trips.
 """
 
 from __future__ import annotations
@@ -17,11 +19,23 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.special import logsumexp
 
 __all__ = [
+    "DISAGREEMENT_NATS",
+    "DRAWS_PER_DIMENSION",
     "SmcEvidenceWarning",
     "pool_log_evidence",
     "read_stage_stats",
+    "trust_messages",
     "with_clean_stage_stats",
 ]
+
+#: Fewer particles per free parameter than this and the estimate is flagged. A rule of thumb,
+#: not a sharp edge: the kernels fit a covariance (p(p+1)/2 entries) to the particles, and the
+#: chains' estimates scatter by several hundredths of a nat even at D = 1 with 300 particles.
+DRAWS_PER_DIMENSION = 100
+#: Chains whose log evidences have a standard deviation above this disagree more than SMC's
+#: Monte Carlo error should allow at a trustworthy size; the delta-method standard error then
+#: understates the error too, because the probability-space mean is ruled by the largest chain.
+DISAGREEMENT_NATS = 0.5
 
 
 class SmcEvidenceWarning(UserWarning):
@@ -159,3 +173,33 @@ def with_clean_stage_stats(tree: xr.DataTree, stats: dict[str, NDArray]) -> xr.D
     tree = tree.copy()
     tree["sample_stats"] = xr.DataTree(clean)
     return tree
+
+
+def trust_messages(
+    chain_log_z: NDArray, *, draws: int, n_free: int, pymc_warnings: Sequence[str]
+) -> tuple[str, ...]:
+    """Plain-words reasons to distrust an SMC evidence estimate, each with its remedy.
+
+    From the chains' log evidences, the particles per chain, the number of free parameters
+    and PyMC's warnings while sampling; empty when nothing is suspect.
+    """
+    out = []
+    if draws < DRAWS_PER_DIMENSION * n_free:
+        parameters = "parameter" if n_free == 1 else "parameters"
+        out.append(
+            f"{draws} particles for {n_free} free {parameters} (fewer than "
+            f"{DRAWS_PER_DIMENSION} per parameter): the SMC log evidence tends to be biased "
+            f"low at this size; use draws >= {DRAWS_PER_DIMENSION * n_free}."
+        )
+    if chain_log_z.size < 2:
+        out.append("one chain: the log evidence has no standard error; run 4 chains.")
+    else:
+        spread = float(np.std(chain_log_z, ddof=1))
+        if spread > DISAGREEMENT_NATS:
+            out.append(
+                f"the chains' log evidences disagree (sd {spread:.2f} nats > "
+                f"{DISAGREEMENT_NATS}): the pooled value is ruled by the largest chain and its "
+                "standard error is unreliable; raise draws."
+            )
+    out.extend(f"PyMC warned while sampling: {w}" for w in pymc_warnings)
+    return tuple(out)

@@ -15,9 +15,19 @@ from typing import Any
 
 from hyperbayes.inference.methods.results import MethodSummary, RunOptions
 from hyperbayes.inference.workflow.compare import Comparison, run_comparison
+from hyperbayes.inference.workflow.data_sources import read_data
 from hyperbayes.inference.workflow.registry import get_runner
-from hyperbayes.models.data import Centering, DataError, Dataset, load_csv
-from hyperbayes.models.hyperpriors import Hyperprior, default_hyperpriors, parse_hyperprior
+from hyperbayes.models.data import Centering, DataError, Dataset
+from hyperbayes.models.data_checks import as_float_array, drop_index_column
+from hyperbayes.models.hyperpriors import (
+    Hyperprior,
+    OptionError,
+    check_scales,
+    default_hyperpriors,
+    parse_hyperprior,
+)
+from hyperbayes.models.streaming import FOLDS as DEFAULT_FOLDS  # = cross_validation's default
+from hyperbayes.models.streaming import StreamedData
 
 __all__ = ["PreparedRun", "compare", "fit", "prepare_run"]
 
@@ -28,7 +38,7 @@ HyperpriorLike = str | Hyperprior
 class PreparedRun:
     """The data as the methods see them (centred when there is an intercept) and the options."""
 
-    data: Dataset
+    data: Dataset | StreamedData
     centering: Centering | None
     options: RunOptions
 
@@ -65,6 +75,10 @@ def prepare_run(
     draws: int | None = None,
     chains: int | None = None,
     progress: bool = False,
+    chunk_rows: int | None = None,
+    folds: int | None = None,
+    dask: bool = False,
+    scheduler: str | None = None,
 ) -> PreparedRun:
     """Validate and centre the data and build the :class:`RunOptions`, as the CLI does.
 
@@ -83,20 +97,34 @@ def prepare_run(
         A known noise scale; without it the noise is learned (with ``noise_prior``).
     ard, seed, draws, chains, progress
         As for :class:`RunOptions`.
+    chunk_rows : int, optional
+        Rows per chunk when a file is streamed (Parquet always; CSV above
+        ``data_sources.STREAM_CSV_BYTES`` or whenever this is given).
+    folds : int, optional
+        Hash the rows into this many folds during the streamed pass (K-fold CV needs them;
+        :func:`fit` and :func:`compare` ask for them when ``cv`` runs).
+    dask, scheduler
+        Read a path on a Dask LocalCluster of this machine (``dask=True``) or on the cluster
+        at ``scheduler``; a Dask collection as ``data`` is reduced on the active scheduler.
 
     Raises
     ------
     DataError
-        The data cannot be used as given.
-    ValueError
-        A bad option (a malformed spec, ``noise`` together with ``noise_prior``, ...).
+        The data cannot be used as given (e.g. a constant target with an intercept, values
+        float64 cannot work with).
+    OptionError
+        A bad option (a malformed spec, ``noise`` together with ``noise_prior``, a negative
+        seed, a noise or prior scale too far from the data's scale for float64; see
+        :func:`~hyperbayes.models.hyperpriors.check_scales`). A ``ValueError``.
     """
-    dataset = _as_dataset(data, target)
+    read = {"chunk_rows": chunk_rows, "folds": folds, "seed": seed, "dask": dask,
+            "scheduler": scheduler}
+    dataset = _as_dataset(data, target, read)
     centering = None
     if intercept:
         dataset, centering = dataset.center()
     if noise is not None and noise_prior is not None:
-        raise ValueError("noise_prior goes with a learned noise; drop it or drop noise.")
+        raise OptionError("noise_prior goes with a learned noise; drop it or drop noise.")
     default_sigma, default_noise = default_hyperpriors(dataset)
     options = RunOptions(
         hyperprior=parse_hyperprior(hyperprior) if hyperprior is not None else default_sigma,
@@ -109,6 +137,9 @@ def prepare_run(
         chains=chains,
         ard=ard,
         progress=progress,
+    )
+    check_scales(
+        dataset, hyperprior=options.hyperprior, noise=options.noise, noise_prior=options.noise_prior
     )
     return PreparedRun(dataset, centering, options)
 
@@ -139,6 +170,8 @@ def fit(method: str, data: Dataset | Any, **options: Any) -> MethodSummary:
     True
     """
     get_runner(method)  # an unknown method is reported before the data are read
+    if method == "cv":
+        options.setdefault("folds", DEFAULT_FOLDS)  # hashed in the pass, if the data stream
     return prepare_run(data, **options).fit(method)
 
 
@@ -162,34 +195,38 @@ def compare(
         The table (shown as HTML in Jupyter; ``to_pandas()`` for a DataFrame) and each method's
         summary. A method that fails is a row marked ``failed``; the others complete.
     """
+    if methods is None or "cv" in methods:
+        options.setdefault("folds", DEFAULT_FOLDS)  # hashed in the pass, if the data stream
     return prepare_run(data, **options).compare(methods)
 
 
-def _as_dataset(data: Any, target: str | None) -> Dataset:
+def _as_dataset(data: Any, target: str | None, read: dict[str, Any]) -> Dataset | StreamedData:
+    if isinstance(data, StreamedData):
+        return data
+    if isinstance(data, str | Path) or (hasattr(data, "dask") and hasattr(data, "to_delayed")):
+        if target is None:
+            raise OptionError(f"reading {data} needs target=COLUMN naming the column to predict.")
+        return read_data(data, target=target, **read)
     if isinstance(data, Dataset):
         if target is not None and target != data.target_name:
-            raise ValueError(
+            raise OptionError(
                 f"target={target!r} does not name this Dataset's target {data.target_name!r}; "
                 "drop target (a Dataset knows its target)."
             )
         return data
-    if isinstance(data, str | Path):
-        if target is None:
-            raise ValueError(f"reading {data} needs target=COLUMN naming the column to predict.")
-        return load_csv(data, target=target)
     if hasattr(data, "columns") and hasattr(data, "to_numpy"):  # a pandas DataFrame
         if target is None:
-            raise ValueError("a DataFrame needs target=COLUMN naming the column to predict.")
+            raise OptionError("a DataFrame needs target=COLUMN naming the column to predict.")
         columns = [str(c) for c in data.columns]
         if target not in columns:
             raise DataError(f"no column {target!r} in the DataFrame; its columns are {columns}.")
+        values = as_float_array(data.to_numpy(), "the DataFrame")
+        # A row index written by to_csv and read back by pandas is a column "Unnamed: 0".
+        columns, values = drop_index_column(columns, values, target=target, source="the DataFrame")
         j = columns.index(target)
         keep = [i for i in range(len(columns)) if i != j]
         return Dataset.from_arrays(
-            data.iloc[:, keep].to_numpy(dtype=float),
-            data.iloc[:, j].to_numpy(dtype=float),
-            feature_names=[columns[i] for i in keep],
-            target_name=target,
+            values[:, keep], values[:, j], feature_names=[columns[i] for i in keep], target_name=target
         )
     raise TypeError(
         f"data must be a Dataset, a pandas DataFrame or a CSV path, not {type(data).__name__}."

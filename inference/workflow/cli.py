@@ -1,7 +1,8 @@
 """The ``hyperbayes`` command: parse, run a method (or the comparison), print, map errors.
 
 Exit codes: 0 success (a degenerate optimum is a finding, not a failure); 1 a method failed
-while running; 2 bad input (data, options, an existing output directory). Errors are one line
+while running; 2 bad input (data, options, an output directory that exists or cannot be
+created); 130 interrupted (SIGINT, SIGTERM, SIGHUP; nothing is written). Errors are one line
 on stderr, never a traceback (``--debug`` shows it).
 """
 
@@ -16,13 +17,16 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from numpy.linalg import LinAlgError
-
+from hyperbayes.inference.methods.exact import ImproperPosteriorError
 from hyperbayes.inference.methods.results import MethodSummary
 from hyperbayes.inference.workflow.api import PreparedRun, prepare_run
+from hyperbayes.inference.workflow.data_sources import read_data
+from hyperbayes.inference.workflow.interrupts import interrupted, signals_as_interrupts
 from hyperbayes.inference.workflow.registry import METHODS, get_runner
-from hyperbayes.models.data import DataError, Dataset, DataWarning, load_csv, load_diabetes
-from hyperbayes.models.hyperpriors import ImproperPriorError
+from hyperbayes.inference.workflow.rundir import UnusableDestination
+from hyperbayes.models.data import DataError, Dataset, DataWarning, load_diabetes
+from hyperbayes.models.hyperpriors import ImproperPriorError, OptionError
+from hyperbayes.models.streaming import FOLDS, StreamedData
 
 __all__ = ["main"]
 
@@ -33,7 +37,19 @@ class UsageError(ValueError):
     """Bad command-line input (exit code 2)."""
 
 
-_BAD_INPUT = (DataError, ImproperPriorError, UsageError, FileExistsError, ValueError)
+#: What bad input raises (exit 2): the project's validation errors, each with a message that
+#: names the input and the fix. Every other exception is a failure (exit 1), whatever its type:
+#: a ValueError from NumPy ("All-NaN slice encountered") comes from a method, not from the user.
+#: (The exact oracle's ImproperPosteriorError is the same finding as ImproperPriorError.)
+_BAD_INPUT = (
+    DataError,
+    OptionError,
+    ImproperPriorError,
+    ImproperPosteriorError,
+    UsageError,
+    FileExistsError,
+    UnusableDestination,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,23 +57,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        with warnings.catch_warnings():
+        # SIGTERM and SIGHUP end the run as Ctrl-C does (KeyboardInterrupt; exit 130).
+        with warnings.catch_warnings(), signals_as_interrupts():
             # A data warning is shown once, as one line, not with a source excerpt.
             warnings.simplefilter("always", DataWarning)
             warnings.showwarning = _one_line_warning
             return args.handler(args)
-    except KeyboardInterrupt:
-        print("hyperbayes: interrupted; nothing was written.", file=sys.stderr)
-        return 130
-    except Exception as exc:  # one line, no traceback
+    except KeyboardInterrupt as exc:
+        return interrupted(exc)
+    except _BAD_INPUT as exc:  # one line naming the input and the fix, no traceback
         if getattr(args, "debug", False):
             raise
-        # LinAlgError subclasses ValueError, but it is a method failing, not bad input.
-        if isinstance(exc, _BAD_INPUT) and not isinstance(exc, LinAlgError):
-            print(f"hyperbayes: error: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        print(f"hyperbayes: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"hyperbayes: error: {_first_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # a method (or the writing) failed: one line, no traceback
+        if getattr(args, "debug", False):
+            raise
+        # Name the method that failed; an OSError comes from the files, not from the method.
+        what = args.command if isinstance(exc, OSError) else getattr(args, "method", args.command)
+        print(
+            f"hyperbayes: failed: {what}: {type(exc).__name__}: {_first_line(exc)} "
+            "(rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (PyMC's run to a dozen)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "(no message)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -85,22 +114,34 @@ def _parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="re-render report.html of a run directory from its files")
     rep.add_argument("run_dir", type=Path)
-    rep.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    rep.add_argument("--debug", action="store_true", help="show the traceback of an error")
     rep.set_defaults(handler=_cmd_report)
 
     demo = sub.add_parser("demo", help="the main job: every method on the built-in diabetes data")
     demo.add_argument("--out", type=Path, help="run directory (default: a new hyperbayes-demo-* here)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    demo.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    demo.add_argument("--debug", action="store_true", help="show the traceback of an error")
     demo.set_defaults(handler=_cmd_demo)
+
+    from hyperbayes.inference.workflow import simulate_data
+
+    simulate_data.add_parser(sub)  # hyperbayes simulate --rows N --features D --out FILE.parquet
     return parser
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=Path, help="CSV file with a header row (default: built-in diabetes data)")
+    p.add_argument(
+        "--data",
+        help="CSV file with a header row, or a Parquet file, directory or glob (streamed in "
+        "chunks; so is a CSV over 64 MiB) (default: built-in diabetes data)",
+    )
     p.add_argument("--target", help="name of the target column in --data")
     p.add_argument("--no-intercept", action="store_true", help="do not centre X and y")
+    p.add_argument("--chunk-rows", type=int, help="rows per chunk when --data is streamed")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--dask", action="store_true", help="read --data on a Dask LocalCluster here")
+    where.add_argument("--scheduler", help="read --data on the Dask cluster at this ADDRESS")
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -114,10 +155,10 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--draws", type=int, help="draws per chain for the samplers")
     p.add_argument("--chains", type=int, help="number of chains for the samplers")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
 
-def load_data(args: argparse.Namespace) -> Dataset:
+def load_data(args: argparse.Namespace) -> Dataset | StreamedData:
     """The data named on the command line (or the built-in standardised diabetes data)."""
     if args.data is None:
         if args.target is not None:
@@ -125,7 +166,12 @@ def load_data(args: argparse.Namespace) -> Dataset:
         return load_diabetes(scaled=True)
     if args.target is None:
         raise UsageError("--data needs --target COL naming the column to predict.")
-    return load_csv(args.data, target=args.target)
+    if args.chunk_rows is not None and args.chunk_rows < 1:
+        raise UsageError(f"--chunk-rows must be at least 1, got {args.chunk_rows}.")
+    methods = [args.method] if args.command == "fit" else (args.methods or "cv").split(",")
+    return read_data(args.data, target=args.target, chunk_rows=args.chunk_rows, seed=args.seed,
+                     folds=FOLDS if "cv" in methods else None, dask=args.dask,
+                     scheduler=args.scheduler)
 
 
 def prepare(args: argparse.Namespace) -> PreparedRun:
@@ -153,8 +199,10 @@ def prepare(args: argparse.Namespace) -> PreparedRun:
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     run = prepare(args)
-    if args.out is not None and args.out.exists():
-        raise FileExistsError(f"output directory {args.out} exists already; choose a new --out.")
+    if args.out is not None:
+        from hyperbayes.inference.workflow.rundir import check_destination
+
+        check_destination(args.out)  # before the method runs, not after
     get_runner(args.method)
     _progress(args, f"running {args.method} on N = {run.data.n}, D = {run.data.d} ...")
     with _progress_to_stderr(quiet=args.quiet):
@@ -163,6 +211,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     options = run.options
     payload.setdefault("hyperprior", str(options.hyperprior))
     payload.setdefault("noise_prior", str(options.noise_prior) if options.noise_prior else None)
+    if isinstance(run.data, StreamedData):
+        payload.setdefault("data_read", run.data.reading.to_json())
     if args.out is not None:
         from hyperbayes.inference.workflow.rundir import write_run_directory
 
@@ -183,8 +233,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     unknown = [m for m in methods or [] if m not in METHODS]
     if unknown:
         raise UsageError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}.")
-    if args.out.exists():
-        raise FileExistsError(f"output directory {args.out} exists already; choose a new --out.")
+    from hyperbayes.inference.workflow.rundir import check_destination
+
+    check_destination(args.out)  # before the methods run, not after
     with _progress_to_stderr(quiet=args.quiet):
         result = run.compare(methods)
     source = str(args.data) if args.data else "diabetes (Efron et al. 2004; columns centred, unit norm)"
@@ -201,8 +252,40 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     if not (args.run_dir / "summary.json").is_file():
         raise UsageError(f"{args.run_dir} is not a run directory (no summary.json).")
+    _check_run_summary(args.run_dir)
     print(f"report: {write_report(args.run_dir)}")
     return EXIT_OK
+
+
+def _check_run_summary(run_dir: Path) -> None:
+    """Refuse a summary.json that the report cannot be rendered from, naming the file."""
+    path = run_dir / "summary.json"
+    redo = "recreate the run directory with `hyperbayes compare ... --out DIR`"
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        where = f" ({exc.msg}, line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise UsageError(f"{path} is not a valid run summary: it is not JSON{where}; {redo}.") from None
+    if not isinstance(summary, dict):
+        kind = type(summary).__name__.replace("dict", "object").replace("list", "array")
+        raise UsageError(f"{path} is not a valid run summary: it holds a JSON {kind}, not an object; {redo}.")
+    if "table" not in summary and "method" in summary:
+        raise UsageError(
+            f"{run_dir} holds the result of one `hyperbayes fit`, not a comparison; "
+            "`hyperbayes report` renders the run directories `hyperbayes compare` writes."
+        )
+    table = summary.get("table")
+    rows_ok = isinstance(table, list) and all(
+        isinstance(r, dict) and isinstance(r.get("method"), str) and isinstance(r.get("status"), str)
+        for r in table
+    )
+    expected = {"n": int, "d": int, "hyperprior": str, "methods": dict}
+    wrong = [k for k, t in expected.items() if not isinstance(summary.get(k), t)]
+    if not rows_ok or wrong:
+        what = ", ".join(([] if rows_ok else ["table"]) + wrong)
+        raise UsageError(f"{path} is not a valid run summary: {what} missing or malformed; {redo}.")
+    if not any((run_dir / name).is_file() for name in ("data.csv", "statistics.json")):
+        raise UsageError(f"{run_dir} has no data.csv, which the report's figures are drawn from; {redo}.")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from hyperbayes.inference.workflow.api import prepare_run
 from hyperbayes.inference.workflow.report import write_comparison
+from hyperbayes.inference.workflow.rundir import check_destination
 from hyperbayes.models.data import load_diabetes
 
 __all__ = ["run_demo"]
@@ -21,11 +22,10 @@ def run_demo(*, out: Path | None = None, seed: int = 0, progress: bool = True) -
 
     Returns the run directory (default: a new ``hyperbayes-demo-YYYYmmdd-HHMMSS`` here).
     """
+    if out is None:
+        out = Path(f"hyperbayes-demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    check_destination(out)  # before anything runs: a bad --out fails at once
     run = prepare_run(
         load_diabetes(scaled=True), seed=seed, draws=DEMO_DRAWS, chains=DEMO_CHAINS, progress=progress
     )
-    if out is None:
-        out = Path(f"hyperbayes-demo-{time.strftime('%Y%m%d-%H%M%S')}")
-    if out.exists():
-        raise FileExistsError(f"output directory {out} exists already; choose a new --out.")
     return write_comparison(out, run.compare(), run.data, dataset="diabetes (Efron et al. 2004; columns centred, unit norm)")

@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from hyperbayes.inference.methods.results import json_safe
-from hyperbayes.inference.methods.smc import Kernel, SmcResult, smc_evidence
+from hyperbayes.inference.methods.smc import Kernel, Route, SmcResult, smc_evidence
 from hyperbayes.models.data import DataError, Dataset
 from hyperbayes.models.hyperpriors import Hyperprior, parse_hyperprior
 
@@ -76,13 +76,18 @@ class EvidenceRow:
 
 @dataclass(frozen=True)
 class EvidenceTable:
-    """The model-comparison table: one :class:`EvidenceRow` per candidate, in input order."""
+    """The model-comparison table: one :class:`EvidenceRow` per candidate, in input order.
+
+    ``model`` is the model SMC ran on (``"collapsed"`` or ``"full"``, see
+    :func:`hyperbayes.inference.methods.smc.smc_evidence`).
+    """
 
     rows: tuple[EvidenceRow, ...]
     reference: str
     draws: int
     chains: int
     kernel: str
+    model: str = "collapsed"
     results: tuple[SmcResult, ...] = field(repr=False, default=())
 
     def row(self, name: str) -> EvidenceRow:
@@ -130,7 +135,7 @@ class EvidenceTable:
             for r in self.rows
         ]
         meta = {"reference": self.reference, "draws": self.draws, "chains": self.chains}
-        return json_safe({**meta, "kernel": self.kernel, "rows": rows})
+        return json_safe({**meta, "kernel": self.kernel, "model": self.model, "rows": rows})
 
     def to_text(self) -> str:
         """A fixed-width table for terminals and notebooks."""
@@ -147,7 +152,10 @@ class EvidenceTable:
                 f"{r.name:<22}{r.d:>4}  {r.log_evidence:8.3f}+-{r.log_evidence_se:<4.2f}  {ex}  "
                 f"{err}  {r.log_bf:+8.3f}+-{r.log_bf_se:<4.2f}  {xbf}"
             )
-        lines.append(f"log BF is against {self.reference!r}; positive favours the row's model.")
+        lines.append(
+            f"log BF is against {self.reference!r}; positive favours the row's model. "
+            f"SMC on the {self.model} model."
+        )
         return "\n".join(lines)
 
 
@@ -157,6 +165,7 @@ def compare_evidence(
     draws: int = 2000,
     chains: int = 4,
     seed: int,
+    model: Route = "collapsed",
     kernel: Kernel = "imh",
     reference: str | None = None,
     cores: int = 1,
@@ -168,8 +177,9 @@ def compare_evidence(
     ----------
     candidates : sequence of Candidate
         The models, each with its own design matrix and priors; all must share y.
-    draws, chains, kernel, cores
-        Passed to :func:`hyperbayes.inference.methods.smc.smc_evidence` for every model.
+    draws, chains, model, kernel, cores
+        Passed to :func:`hyperbayes.inference.methods.smc.smc_evidence` for every model
+        (``model``: SMC on the collapsed model, the default, or on the full hierarchical one).
     seed : int
         Each model gets its own stream, spawned from this seed (independent runs).
     reference : str, optional
@@ -220,6 +230,7 @@ def compare_evidence(
             draws=draws,
             chains=chains,
             seed=int(s),
+            model=model,
             kernel=kernel,
             cores=cores,
             exact=exact,
@@ -228,7 +239,7 @@ def compare_evidence(
     )
     ref = results[names.index(reference)]
     rows = tuple(_row(c, r, ref) for c, r in zip(candidates, results, strict=True))
-    return EvidenceTable(rows, reference, draws, chains, kernel, results)
+    return EvidenceTable(rows, reference, draws, chains, kernel, model, results)
 
 
 def polynomial_dataset(

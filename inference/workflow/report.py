@@ -30,10 +30,13 @@ from hyperbayes.inference.workflow.compare import Comparison, message_items, tab
 from hyperbayes.inference.workflow.oracle_check import ORACLE_NOTE
 from hyperbayes.inference.workflow.rundir import write_run_directory
 from hyperbayes.models.data import Dataset, load_csv
+from hyperbayes.models.streaming import StreamedData
 
 __all__ = ["REPORT_NAME", "render_report", "write_comparison", "write_report"]
 
 REPORT_NAME = "report.html"
+#: The statistics a run directory keeps instead of data.csv when the data were streamed.
+STATS_NAME = "statistics.json"
 
 _INTRO = {
     "joint-map": "Maximising p(y, w | sigma) p(sigma) over w and sigma together. The joint density "
@@ -58,12 +61,16 @@ def write_comparison(out: str | Path, result: Comparison, data: Dataset, *, data
     summary["dataset"] = dataset
     summary["target"] = data.target_name
     trees = {name: s.draws for name, s in result.results.items() if s.draws is not None}
+    # Streamed data: their statistics (O(D^2) numbers), not rows, and how they were read.
+    streamed = isinstance(data, StreamedData)
+    if streamed:
+        summary["data_read"] = data.reading.to_json()
     return write_run_directory(
         out,
         summary=summary,
         datatrees=trees,
         extra_files={
-            "data.csv": data.to_csv,
+            STATS_NAME if streamed else "data.csv": data.write_json if streamed else data.to_csv,
             REPORT_NAME: lambda path: write_report(path.parent, out=path),
         },
     )
@@ -82,7 +89,8 @@ def render_report(run_dir: str | Path) -> str:
     run_dir = Path(run_dir)
     summary = json.loads((run_dir / "summary.json").read_text())
     methods: dict[str, Any] = summary.get("methods", {})
-    data = load_csv(run_dir / "data.csv", target=summary.get("target", "y"))
+    data = (StreamedData.read_json(run_dir / STATS_NAME) if (run_dir / STATS_NAME).is_file()
+            else load_csv(run_dir / "data.csv", target=summary.get("target", "y")))
     trees = {p.stem: load_datatree(p) for p in sorted(run_dir.glob("*.nc"))}
 
     parts = [_head(summary), _warning_box(summary), _table(summary)]
@@ -188,6 +196,8 @@ def _head(summary: dict[str, Any]) -> str:
             else f"learned, prior <code>{html.escape(str(summary.get('noise_prior')))}</code>"
         )
         + f"; seed {summary.get('seed')}.</p>"
+        + (f"<p>Data read: {html.escape(summary['data_read']['how'])}.</p>"
+           if summary.get("data_read") else "")
     )
 
 
