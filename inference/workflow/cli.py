@@ -124,9 +124,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--debug", action="store_true", help="show the traceback of an error")
     demo.set_defaults(handler=_cmd_demo)
 
-    from hyperbayes.inference.workflow import simulate_data
+    from hyperbayes.inference.workflow import cli_sbc, simulate_data
 
     simulate_data.add_parser(sub)  # hyperbayes simulate --rows N --features D --out FILE.parquet
+    cli_sbc.add_sbc_parser(sub)  # hyperbayes sbc --method M --sims K [--draws L] [--out DIR]
     return parser
 
 
