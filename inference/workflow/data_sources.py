@@ -74,20 +74,15 @@ def dask_client(*, dask: bool = False, scheduler: str | None = None):
     if not (dask or scheduler):
         yield None
         return
-    from distributed import Client, LocalCluster
+    from hyperbayes.inference.workflow.sbc_cluster import cluster_client
 
-    if scheduler:
-        with Client(scheduler) as client:
-            yield client
-        return
     with warnings.catch_warnings():
         # Advice about the machine while the cluster starts (a slow scratch directory on a
         # loaded machine), not about the result.
         warnings.filterwarnings("ignore", message="Creating scratch directories", category=UserWarning)
-        cluster = LocalCluster(n_workers=LOCAL_WORKERS, threads_per_worker=1, processes=True,
-                               dashboard_address=":0")  # any free port
-    with cluster, Client(cluster) as client:
-        yield client
+        workers = None if scheduler else LOCAL_WORKERS
+        with cluster_client(scheduler or None, workers, as_default=True) as client:
+            yield client
 
 
 def _read_with_dask(path: str, *, target, folds, seed, dask, scheduler) -> StreamedData:

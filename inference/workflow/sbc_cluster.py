@@ -21,14 +21,18 @@ __all__ = ["cluster_client", "map_indexed"]
 
 
 @contextlib.contextmanager
-def cluster_client(scheduler: str | None = None, n_workers: int | None = None) -> Iterator[Any]:
+def cluster_client(
+    scheduler: str | None = None, n_workers: int | None = None, *, as_default: bool = False
+) -> Iterator[Any]:
     """A ``distributed.Client`` for the block: connected to ``scheduler`` (an address such as
     ``tcp://host:8786``), or to a new LocalCluster of ``n_workers`` processes with one thread
-    each (default: one per core), closed when the block ends."""
+    each (default: one per core), closed when the block ends. With ``as_default`` Dask
+    collections computed in the block run on it (the streamed statistics pass); otherwise
+    work is submitted to the client explicitly (SBC's map)."""
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
-        with Client(scheduler, set_as_default=False) as client:
+        with Client(scheduler, set_as_default=as_default) as client:
             yield client
         return
     with (
@@ -39,7 +43,7 @@ def cluster_client(scheduler: str | None = None, n_workers: int | None = None) -
             dashboard_address=":0",  # any free port: 8787 may be another cluster's
             silence_logs=logging.WARNING,
         ) as cluster,
-        Client(cluster, set_as_default=False) as client,
+        Client(cluster, set_as_default=as_default) as client,
     ):
         yield client
 
