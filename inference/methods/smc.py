@@ -20,51 +20,48 @@ value (MATH.md section 4) beside the estimate. :func:`run` is the ``smc`` method
 How SMC estimates the evidence: the particles move from the prior (beta = 0) to the posterior
 (beta = 1) through tempered targets p(y | theta)^beta p(theta). At each stage the incremental
 weights exp((beta_t - beta_{t-1}) log p(y | theta_i)) are averaged over the particles, and the
-product of those averages over the stages is an estimate of Z = p(y) (Del Moral, Doucet and
-Jasra 2006). PyMC accumulates the log of that product and records it at the last stage only.
-The evidence is the same number on both models: integrating w out changes the target SMC
-explores, not the quantity it estimates.
+product of those averages over the stages estimates Z = p(y) (Del Moral, Doucet and Jasra 2006),
+the same number on both models: integrating w out changes the target, not the evidence.
 
-Accuracy (benchmarks/smc_accuracy.py: simulated data, HalfNormal(1) on sigma, noise known,
-2000 particles x 4 chains, the same 20 seeds for both routes; errors in nats):
+Accuracy (benchmarks/smc_accuracy.py: simulated data, HalfNormal(1) on sigma, 2000 particles
+x 4 chains, the same 20 seeds for both routes; median |error| in nats, coverage of +-2 se,
+stages; the nominal coverage is 86% with 4 chains, as error / se ~ Student's t_3):
 
-=========  ==========================  ==========================
-D, N       collapsed: median |error|,  full: median |error|,
-           +-2 se coverage, stages     +-2 se coverage, stages
-=========  ==========================  ==========================
-1, 20      0.003, 85%, 2               0.008, 95%, 8
-10, 100    0.005, 100%, 6              0.039, 70%, 37
-30, 300    0.008, 95%, 8               FULL30
-100, 1000  0.010, 75%, 10              FULL100
-=========  ==========================  ==========================
+=================  ======================  ======================
+D, N               collapsed               full
+=================  ======================  ======================
+1, 20              0.003, 85%, 2           0.008, 95%, 8
+10, 100            0.005, 100%, 6          0.039, 70%, 37
+30, 300            0.008, 95%, 8           0.28 (all low), 0%, 70
+100, 1000          0.010, 75%, 10          6.2 (all high), 0%, 147
+10, 100, learned   0.011, 75%, 12          1.7 (low), 5%, 34
+=================  ======================  ======================
 
-The nominal coverage of +-2 se is 86% with 4 chains (error / se ~ Student's t_3). On the full
-model the chains' estimates share a bias the between-chain standard error cannot see: where the
-tempered posteriors are far from Gaussian (the non-centred (log sigma, z) geometry of an
-informative posterior) the particles do not re-equilibrate between stages, the estimate drifts
-and the final particles miss the upper tail of sigma (D = 10: 0.3% of them above the exact 97.5%
-quantile). On the collapsed model the fraction of particles below each exact 2.5/50/97.5%
-quantile of every scale is within its Monte Carlo error, learned noise included.
+On the full model the chains share a bias that the between-chain standard error cannot see:
+the particles do not re-equilibrate between stages in the non-centred (log sigma, z) geometry,
+and the final particles are too narrow in sigma (D = 10: 0.3% of them above the exact 97.5%
+quantile; D = 100: 0.1% below the 2.5% one). On the collapsed model the fraction of particles
+below each exact 2.5/50/97.5% quantile of every scale is within its Monte Carlo error (sd over
+seeds 0.001-0.007, about that of independent draws), learned noise included; over 40 seeds at
+D = 100 the sd of the error was 0.012 nats against a root-mean-square se of 0.010.
 
 Cost: a run is (stages) x (mutation steps per stage) x (particles) log density evaluations.
 PyMC's kernels evaluate them one particle at a time from Python, so the project runs PyMC's IMH
 as :class:`~hyperbayes.inference.methods.smc_kernel.BatchedIMH`, which evaluates all particles
-in one call (same result from the same start). On the collapsed model an evaluation is O(D) on
-the eigen-statistics, after one pass over the data, and a run of 4 chains x 2000 particles took
-1.3-1.9 s at every D from 1 to 100 and N from 20 to 100,000 (1 s for 10 stages of sampling,
-plus compilation and the exact draws of w). Two further effects, kept in check here:
+at once (same result from the same start). On the collapsed model an evaluation is O(D) on the
+eigen-statistics after one pass over the data: 4 chains x 2000 particles took 0.3-0.5 s at
+D = 1 and 10 whether N = 100 or 100,000, ~13 ms per stage and chain at every D up to 100 (the
+exact draws of w, O(D^3) each, add ~0.8 s at D = 100). Two effects are kept in check:
 
-1. OpenBLAS threads. Between their small matrix products the sampler and the draws of w leave
-   OpenBLAS's idle worker threads spin-waiting, which takes the second core away from the
-   single-threaded sampler (measured: CPU time 8 s at 5000 draws against 3.4 s with one BLAS
-   thread, on the 2-core machine). PyMC's ``blas_cores`` does not help: it is a no-op with the
-   "fork" start method (pymc issue 7354) and for sequential chains. We sample inside
+1. OpenBLAS threads. Between small matrix products OpenBLAS's idle worker threads spin-wait and
+   take the second core from the single-threaded sampler (CPU time 8 s at 5000 draws against
+   3.4 s with one BLAS thread, 2-core machine). PyMC's ``blas_cores`` does not help (a no-op with
+   the "fork" start method, pymc issue 7354, and for sequential chains), so we sample inside
    ``threadpoolctl.threadpool_limits(1, "blas")``, which restores the limit on exit.
 2. More mutation steps per stage. The IMH kernel mutates until the particles' Pearson
-   correlation with the stage's start stops falling by ``correlation_threshold`` (0.01). The
-   noise floor of an estimated correlation is about draws^-1/2, so with more particles the
-   rule runs longer: 68, 76 and 90 steps in total at 500, 2000 and 5000 draws on the full model
-   (D = 10, N = 100). This ~1.2x per 2.5x draws is PyMC's adaptive design, not changed.
+   correlation with the stage's start stops falling by ``correlation_threshold`` (0.01); its
+   noise floor is about draws^-1/2, so more particles take more steps: 68, 76 and 90 in total at
+   500, 2000 and 5000 draws on the full model (D = 10, N = 100). PyMC's design, not changed.
 """
 
 from __future__ import annotations
