@@ -12,8 +12,11 @@ restores the caller's backend (``hyperbayes.inference.workflow.report``).
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -24,6 +27,7 @@ from hyperbayes.models.hyperpriors import parse_hyperprior
 from hyperbayes.models.sufficient_stats import SufficientStats
 
 __all__ = [
+    "offscreen",
     "arviz_png",
     "cv_curve",
     "figure_png",
@@ -32,6 +36,25 @@ __all__ = [
     "sigma_posteriors",
     "smc_evidence",
 ]
+
+
+@contextmanager
+def offscreen() -> Iterator[None]:
+    """Draw with pyplot on Agg, whatever the caller's backend; restore it on the way out.
+
+    The reports render inside this, so they need no display and leave the caller's backend
+    (inline in Jupyter, a GUI, svg) as it was. Only the figures made inside are closed. When
+    no backend was selected yet, the one matplotlib selects by itself is the one restored.
+    """
+    previous = matplotlib.get_backend()
+    before = set(plt.get_fignums())
+    plt.switch_backend("agg")
+    try:
+        yield
+    finally:
+        for num in set(plt.get_fignums()) - before:
+            plt.close(num)
+        plt.switch_backend(previous)
 
 COLORS = {"exact": "black", "nuts": "C0", "smc": "C1", "eb": "C2", "joint-map": "C3", "cv": "C4"}
 

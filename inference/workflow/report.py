@@ -14,13 +14,10 @@ from __future__ import annotations
 import base64
 import html
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
@@ -102,7 +99,7 @@ def render_report(run_dir: str | Path) -> str:
         ("smc", "SMC evidence", lambda: figures.smc_evidence(methods)),
         ("cv", "Cross-validation", lambda: figures.cv_curve(methods)),
     ]
-    with _offscreen():
+    with figures.offscreen():
         for key, title, draw in sections:
             parts.append(_figure_section(key, title, draw, summary, methods, trees))
     return _page("".join(parts))
@@ -129,24 +126,6 @@ def _figure_section(
     except Exception as exc:  # a figure that cannot be drawn is said, not hidden
         note = f"figure could not be drawn: {type(exc).__name__}: {exc}"
     return _section(key, title, images, note=note)
-
-
-@contextmanager
-def _offscreen() -> Iterator[None]:
-    """Draw with pyplot on Agg, whatever the caller's backend; restore it on the way out.
-
-    Only the figures made inside are closed. When no backend was selected yet, the one
-    matplotlib selects by itself is the one restored (as any pyplot call would select it).
-    """
-    previous = matplotlib.get_backend()
-    before = set(plt.get_fignums())
-    plt.switch_backend("agg")
-    try:
-        yield
-    finally:
-        for num in set(plt.get_fignums()) - before:
-            plt.close(num)
-        plt.switch_backend(previous)
 
 
 def _nuts_images(tree) -> list[bytes]:

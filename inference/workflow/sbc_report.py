@@ -12,12 +12,9 @@ from __future__ import annotations
 import base64
 import html
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
@@ -81,7 +78,7 @@ def render_sbc_report(run_dir: str | Path) -> str:
     summary = json.loads((run_dir / "summary.json").read_text())
     tree = load_datatree(run_dir / f"{TREE_NAME}.nc")
     parts = [_head(summary), _verdict(summary), _table(summary), _sampler_notes(tree, summary)]
-    with _offscreen():
+    with figures.offscreen():
         images = []
         note = ""
         try:
@@ -93,21 +90,6 @@ def render_sbc_report(run_dir: str | Path) -> str:
     parts.append(_figures(images, note))
     parts.append(_failures(summary))
     return _page("".join(parts))
-
-
-@contextmanager
-def _offscreen() -> Iterator[None]:
-    """Draw on Agg whatever the caller's backend, close only the figures made inside, and
-    restore the backend (as the comparison report does)."""
-    previous = matplotlib.get_backend()
-    before = set(plt.get_fignums())
-    plt.switch_backend("agg")
-    try:
-        yield
-    finally:
-        for num in set(plt.get_fignums()) - before:
-            plt.close(num)
-        plt.switch_backend(previous)
 
 
 def rank_figure(tree: xr.DataTree, summary: dict[str, Any]):
