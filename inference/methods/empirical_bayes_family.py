@@ -13,6 +13,7 @@ that scale is set to exactly 0, the others re-fitted, and the better of the two 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,9 @@ from hyperbayes.inference.mathematics.family_likelihood import (
     layout_of,
 )
 from hyperbayes.inference.mathematics.optimise import laplace_se, newton_ascent
+from hyperbayes.inference.methods.family_draws import fixed_names
+from hyperbayes.inference.methods.family_summary import summary_from_estimates
+from hyperbayes.inference.methods.results import MethodSummary
 from hyperbayes.models.data import DataError
 from hyperbayes.models.family_stats import FamilyStats, family_stats
 from hyperbayes.models.specification import ModelSpec
@@ -294,7 +298,7 @@ def _result(spec: ModelSpec, problem: _Problem, theta, fit: _Fit) -> FamilyEBRes
                "(a boundary solution, not an error).")
     else:
         msg = f"interior maximum of the {problem.conv.upper()} likelihood found."
-    names = (("intercept",) if spec.intercept else ()) + spec.fixed
+    names = fixed_names(spec)
     return FamilyEBResult(
         convention=problem.conv, group_names=tuple(g.name for g in spec.groups), sigmas=sig,
         learned=np.array([g.learned for g in spec.groups]), noise=float(noise),
@@ -304,4 +308,38 @@ def _result(spec: ModelSpec, problem: _Problem, theta, fit: _Fit) -> FamilyEBRes
         levels=spec.factor.levels if spec.factor is not None else (), log_sigma_se=se,
         log_noise_se=float(se_theta[-1]) if problem.learn_noise else None,
         at_boundary=boundary, converged=fit.converged, iterations=fit.iterations, message=msg,
+    )
+
+
+def run_family(spec: ModelSpec, options) -> MethodSummary:
+    """Empirical Bayes on a family member as a method (``hyperbayes fit eb`` on a spec);
+    ``options.convention`` chooses REML (default) or ML."""
+    start = time.perf_counter()
+    res = empirical_bayes_family(spec, convention=options.convention)
+    warnings = [] if res.converged and not res.at_boundary else [res.message]
+    sigmas = dict(zip(res.group_names, res.sigmas.tolist(), strict=True))
+    intervals = {}
+    for name, s, se, learned in zip(res.group_names, res.sigmas, res.log_sigma_se, res.learned,
+                                    strict=True):
+        if learned and s > 0 and np.isfinite(se):
+            intervals[name] = (float(s * np.exp(-1.959963984540054 * se)),
+                               float(s * np.exp(1.959963984540054 * se)))
+    extra = {
+        "kind": f"type-II maximum likelihood ({res.convention.upper()})",
+        "convention": res.convention,
+        "log_ml": res.log_ml,
+        "at_boundary": list(res.at_boundary),
+        "log_sigma_se": dict(zip(res.group_names, res.log_sigma_se.tolist(), strict=True)),
+        "log_noise_se": res.log_noise_se,
+        "noise_learned": res.noise_learned,
+        "variance_components": res.variance_components,
+        "converged": res.converged,
+        "iterations": res.iterations,
+        "message": res.message,
+    }
+    return summary_from_estimates(
+        "eb", spec, sigmas=sigmas, noise=res.noise, beta=res.beta,
+        beta_se=np.sqrt(np.diag(res.beta_cov)), w=res.w_mean, u_mean=res.u_mean, u_sd=res.u_sd,
+        sigma_intervals=intervals or None, degenerate=False, warnings=tuple(warnings),
+        extra=extra, wall_time=time.perf_counter() - start,
     )

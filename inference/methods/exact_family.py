@@ -15,6 +15,7 @@ The evidence uses the flat prior on beta with Lebesgue measure (the REML constan
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass, field
 
@@ -29,6 +30,13 @@ from hyperbayes.inference.mathematics.family_likelihood import (
 )
 from hyperbayes.inference.methods.empirical_bayes_family import reference_scales
 from hyperbayes.inference.methods.exact import QuadratureWarning
+from hyperbayes.inference.methods.family_draws import (
+    draw_coefficients,
+    family_datatree,
+    fixed_names,
+)
+from hyperbayes.inference.methods.family_summary import summary_from_estimates
+from hyperbayes.inference.methods.results import MethodSummary
 from hyperbayes.models.family_stats import FamilyStats, family_stats
 from hyperbayes.models.specification import ModelSpec
 
@@ -99,24 +107,8 @@ class FamilyPosterior:
         idx = rng.choice(self._weights.size, size=n, p=self._weights)
         logs = self._log_scales[idx] + rng.uniform(-0.5, 0.5, (n, self._steps.size)) * self._steps
         sig, noise = _unpack(self._spec, logs)
-        st, lay = self._stats, layout_of(self._spec)
         out = {name: np.exp(logs[:, j]) for j, name in enumerate(self.scale_names)}
-        P = self.beta_mean.size
-        beta, w, u = [], [], []
-        for sl in _chunks(n, st):
-            t = family_terms(st, lay, sig[sl], noise[sl])
-            mean = np.column_stack([t.beta_mean, t.w_mean])
-            chol = np.linalg.cholesky(t.coef_cov + 1e-300 * np.eye(mean.shape[1]))
-            coef = mean + np.einsum("bij,bj->bi", chol, rng.standard_normal(mean.shape))
-            beta.append(coef[:, :P])
-            w.append(coef[:, P:])
-            if lay.factor_group is not None:
-                u.append(_draw_levels(st, lay, sig[sl], noise[sl], coef, rng))
-        out["beta"] = np.concatenate(beta)
-        out["w"] = np.concatenate(w)
-        if u:
-            out["u"] = np.concatenate(u)
-        return out
+        return out | draw_coefficients(self._stats, layout_of(self._spec), sig, noise, rng)
 
 
 def exact_family_posterior(spec: ModelSpec, *, tol: float = 1e-8) -> FamilyPosterior:
@@ -275,25 +267,46 @@ def _assemble(spec, st, names, U, p, log_z, err, steps) -> FamilyPosterior:
     return FamilyPosterior(
         log_evidence=log_z, scale_names=names, scale_mean=mean_s, scale_sd=sd_s,
         beta_mean=mean[:P], beta_cov=cov[:P, :P],
-        beta_names=(("intercept",) if spec.intercept else ()) + spec.fixed,
+        beta_names=fixed_names(spec),
         w_mean=mean[P:], w_cov=cov[P:, P:], u_mean=um, u_sd=np.sqrt(np.maximum(u2 - um**2, 0.0)),
         levels=spec.factor.levels if spec.factor is not None else (),
         quadrature_error=float(err), _log_scales=U, _weights=p, _steps=steps, _spec=spec, _stats=st,
     )
 
 
-def _draw_levels(st, lay, sig, noise, coef, rng):
-    """u_l | beta, w, y: independent N(rho n_l / d_l * r_l, delta^2 rho / d_l) per level, with
-    r_l the level-mean residual of y after F beta + X w."""
-    q = noise**2
-    rho = sig[:, lay.factor_group] ** 2 / q
-    nl, mean = st.level_weight, st.level_mean
-    p, d = st.n_fixed_columns, st.n_dense
-    P = st.n_fixed
-    fitted = coef[:, P - p:P] @ mean[:, :p].T + coef[:, P:P + d] @ mean[:, p:p + d].T
-    if st.intercept:
-        fitted += coef[:, [0]]
-    dl = 1.0 + rho[:, None] * nl
-    mu = rho[:, None] * nl / dl * (mean[:, -1] - fitted)
-    sd = np.sqrt(q[:, None] * rho[:, None] / dl)
-    return mu + sd * rng.standard_normal(mu.shape)
+
+def run_family(spec: ModelSpec, options) -> MethodSummary:
+    """The exact oracle of a family member as a method (``hyperbayes fit exact`` on a spec)."""
+    start = time.perf_counter()
+    post = exact_family_posterior(spec)
+    names = post.scale_names
+    learned = {n: float(m) for n, m in zip(names, post.scale_mean, strict=True) if n != "noise"}
+    sigmas = {g.name: learned.get(g.name, g.scale) for g in spec.groups}
+    intervals = {n: tuple(float(x) for x in post.scale_quantile(n, [0.025, 0.975])) for n in learned}
+    n = options.draws or 4000
+    draws = post.sample(n, seed=options.seed)
+    scales = {name: draws[name] for name in names}
+    tree = family_datatree(spec, scales, draws, chains=1, attrs={"method": "exact"})
+    densities = {}
+    for name in names:
+        grid, dens = post.scale_density(name)
+        densities[name] = {"log_scale": np.log(grid).tolist(), "density": (dens * grid).tolist()}
+    extra = {
+        "scale_sd": dict(zip(names, post.scale_sd.tolist(), strict=True)),
+        "quadrature_error": post.quadrature_error,
+        "log_scale_density": densities,
+        "evidence_note": "p(y) under a flat prior on the fixed effects (Lebesgue measure): "
+        "compare evidences only between models with the same fixed effects.",
+    }
+    if spec.noise is None:
+        j = names.index("noise")
+        extra["noise_interval"] = list(post.scale_quantile("noise", [0.025, 0.975]))
+        noise = float(post.scale_mean[j])
+    else:
+        noise = spec.noise
+    return summary_from_estimates(
+        "exact", spec, sigmas=sigmas, noise=noise, beta=post.beta_mean,
+        beta_se=np.sqrt(np.diag(post.beta_cov)), w=post.w_mean, u_mean=post.u_mean,
+        u_sd=post.u_sd, sigma_intervals=intervals, log_evidence=post.log_evidence,
+        extra=extra, draws=tree, wall_time=time.perf_counter() - start,
+    )

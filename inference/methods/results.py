@@ -46,6 +46,8 @@ class RunOptions:
         One prior scale per feature, where the method supports it.
     progress : bool
         Show progress on stderr.
+    convention : {"reml", "ml"}
+        Empirical Bayes on a model specification: restricted (default) or profile likelihood.
     """
 
     hyperprior: Hyperprior
@@ -56,6 +58,7 @@ class RunOptions:
     chains: int | None = None
     ard: bool = False
     progress: bool = False
+    convention: str = "reml"
 
     def __post_init__(self) -> None:
         """Raise :class:`~hyperbayes.models.hyperpriors.OptionError` (a ValueError) for a bad
@@ -68,6 +71,8 @@ class RunOptions:
                 f"the seed must be a whole number >= 0 (0, 1, 2, ...), got {self.seed!r}; "
                 "NumPy's and the samplers' random streams take no negative seeds."
             )
+        if self.convention not in ("reml", "ml"):
+            raise OptionError(f"convention must be 'reml' or 'ml', got {self.convention!r}.")
         for name in ("draws", "chains"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -84,6 +89,15 @@ class MethodSummary:
 
     ``draws`` (an ArviZ DataTree, or None) and ``wall_time`` are not part of the JSON object's
     required keys; ``extra`` holds method-specific JSON keys (e.g. ``kind``, ``lambda``).
+
+    A run on a model specification (groups, fixed effects, a random intercept) also fills the
+    family fields, which go into the JSON when set:
+
+    - ``sigmas``: every group's scale by group name (``sigma`` is that scale when there is one
+      group, else None), with ``sigma_intervals`` (95%, where the method gives one);
+    - ``fixed_effects``: name -> (estimate or posterior mean, standard error or posterior sd),
+      the intercept first (``intercept`` is its estimate);
+    - ``random_effects``: group name -> level -> (mean, sd) of the level's deviation u_l.
     """
 
     method: str
@@ -99,6 +113,10 @@ class MethodSummary:
     intercept: float | None = None
     draws: Any = None
     wall_time: float | None = None
+    sigmas: Mapping[str, float] | None = None
+    sigma_intervals: Mapping[str, tuple[float, float]] | None = None
+    fixed_effects: Mapping[str, tuple[float, float]] | None = None
+    random_effects: Mapping[str, Mapping[str, tuple[float, float]]] | None = None
 
     def with_centering(self, centering: Centering | None) -> MethodSummary:
         """The same summary with the intercept implied by ``centering`` (None: no intercept)."""
@@ -111,6 +129,8 @@ class MethodSummary:
         (Jupyter shows a summary with it); every text is escaped."""
         interval = self.sigma_interval
         fields: dict[str, Any] = {
+            **{f"sigma[{k}]": v for k, v in (self.sigmas or {}).items()},
+            **{f"beta[{k}]": f"{m:.4g} ± {s:.2g}" for k, (m, s) in (self.fixed_effects or {}).items()},
             "sigma": self.sigma,
             "95% interval of sigma": f"[{interval[0]:.4g}, {interval[1]:.4g}]" if interval else None,
             "noise": self.noise,
@@ -162,6 +182,8 @@ class MethodSummary:
         }
         record: dict[str, Any] = {k: math.nan if v is None else float(v) for k, v in numbers.items()}
         record["degenerate"] = bool(self.degenerate)
+        for name, value in (self.sigmas or {}).items():
+            record.setdefault(f"sigma[{name}]", float(value))
         for key, value in self._scalar_extra().items():
             record.setdefault(key, value)
         record |= {"weights": tuple(self.weights), "warnings": tuple(self.warnings)}
@@ -190,9 +212,23 @@ class MethodSummary:
             "warnings": list(self.warnings),
             "wall_time": self.wall_time,
         }
+        for key in ("sigmas", "sigma_intervals", "fixed_effects", "random_effects"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = _family_json(key, value)
         for key, value in self.extra.items():
             out.setdefault(key, value)
         return json_safe(out)
+
+
+def _family_json(key: str, value: Mapping[str, Any]) -> Any:
+    """The family fields as JSON: pairs become {"mean", "sd"} objects (intervals stay pairs)."""
+    if key == "fixed_effects":
+        return {k: {"estimate": m, "se": s} for k, (m, s) in value.items()}
+    if key == "random_effects":
+        return {g: {lv: {"mean": m, "sd": s} for lv, (m, s) in levels.items()}
+                for g, levels in value.items()}
+    return {k: list(v) if isinstance(v, tuple | list) else v for k, v in value.items()}
 
 
 def _cell(value: Any) -> str:
