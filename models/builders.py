@@ -7,6 +7,13 @@ Two builders, one model (MATH.md sections 1, 3 and 5):
 * :func:`marginal_regression`: the same with w integrated out, for empirical Bayes and evidence.
 
 Coordinates are named after the features, so ArviZ output is labelled.
+
+Both also accept a :class:`~hyperbayes.models.specification.ModelSpec` (the family of MATH.md
+section 7: fixed effects, groups of scales, a random intercept, weights) in place of the
+Dataset; they then build :func:`~hyperbayes.models.family_builders.hierarchical_family` and
+:func:`~hyperbayes.models.family_builders.marginal_family`, with the priors and the noise taken
+from the specification (``parametrization`` passes through, ``hyperprior``, ``noise``,
+``likelihood`` and ``ard`` do not apply).
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from hyperbayes.models.data import Dataset
-from hyperbayes.models.hyperpriors import Hyperprior, parse_hyperprior
+from hyperbayes.models.hyperpriors import Hyperprior, OptionError, parse_hyperprior
+from hyperbayes.models.specification import ModelSpec
 from hyperbayes.models.sufficient_stats import SufficientStats, log_marginal_likelihood_eigen
 
 __all__ = ["hierarchical_regression", "marginal_regression", "prior_variable"]
@@ -28,10 +36,10 @@ Likelihood = Literal["observations", "sufficient"]
 
 
 def hierarchical_regression(
-    data: Dataset,
+    data: Dataset | ModelSpec,
     *,
-    hyperprior: Hyperprior | str,
-    noise: float | Hyperprior | str,
+    hyperprior: Hyperprior | str | None = None,
+    noise: float | Hyperprior | str | None = None,
     parametrization: Parametrization = "noncentered",
     likelihood: Likelihood = "observations",
     ard: bool = False,
@@ -40,13 +48,16 @@ def hierarchical_regression(
 
     Parameters
     ----------
-    data : Dataset
-        The (already centred, if an intercept is wanted) data.
+    data : Dataset or ModelSpec
+        The (already centred, if an intercept is wanted) data; or a model specification, which
+        builds :func:`~hyperbayes.models.family_builders.hierarchical_family` (its priors and
+        noise come from the specification; ``parametrization`` passes through, a mapping
+        group name -> parametrization included; ``likelihood`` and ``ard`` do not apply).
     hyperprior : Hyperprior or str
-        Prior on sigma, e.g. ``"halfnormal:1"``.
+        Prior on sigma, e.g. ``"halfnormal:1"`` (required with a Dataset).
     noise : float, Hyperprior or str
         The noise scale delta: a positive number when known, or a hyperprior (``"halfnormal:1"``)
-        to learn it as the random variable ``noise``.
+        to learn it as the random variable ``noise`` (required with a Dataset).
     parametrization : {"noncentered", "centered"}
         ``"centered"`` draws w ~ N(0, sigma^2) directly (Neal's funnel, MATH.md section 5);
         ``"noncentered"`` draws z ~ N(0, 1) and sets w = sigma z.
@@ -63,7 +74,12 @@ def hierarchical_regression(
         Free variables ``sigma`` (or ``sigma_sq`` for an InverseGamma prior), ``w`` or ``z``,
         and ``noise`` when learned; ``w`` is always present (a Deterministic when non-centred).
     """
-    hp = parse_hyperprior(hyperprior)
+    if isinstance(data, ModelSpec):
+        from hyperbayes.models.family_builders import hierarchical_family  # imports this module
+
+        return hierarchical_family(data, parametrization=parametrization)
+    hp = parse_hyperprior(_required(hyperprior, "hyperprior"))
+    noise = _required(noise, "noise")
     coords = {"feature": list(data.feature_names)}
     if likelihood == "observations":  # N labels only where there are N terms (N may be 10^8)
         coords["obs"] = np.arange(data.n)
@@ -93,10 +109,10 @@ def hierarchical_regression(
 
 
 def marginal_regression(
-    data: Dataset,
+    data: Dataset | ModelSpec,
     *,
-    hyperprior: Hyperprior | str,
-    noise: float | Hyperprior | str,
+    hyperprior: Hyperprior | str | None = None,
+    noise: float | Hyperprior | str | None = None,
     ard: bool = False,
 ) -> pm.Model:
     """The hierarchical model with w integrated out: y | sigma, delta ~ N(0, sigma^2 X X^T + delta^2 I).
@@ -106,9 +122,16 @@ def marginal_regression(
     Valid for N < D. Maximising it over sigma (``pm.find_MAP`` with a ``flat`` hyperprior) is
     empirical Bayes; sampling it is the collapsed ("marginal") NUTS of the inference package.
 
-    Parameters are as in :func:`hierarchical_regression`.
+    Parameters are as in :func:`hierarchical_regression`. With a ModelSpec this builds
+    :func:`~hyperbayes.models.family_builders.marginal_family` (the restricted likelihood,
+    beta integrated out; the priors and noise from the specification).
     """
-    hp = parse_hyperprior(hyperprior)
+    if isinstance(data, ModelSpec):
+        from hyperbayes.models.family_builders import marginal_family  # imports this module
+
+        return marginal_family(data)
+    hp = parse_hyperprior(_required(hyperprior, "hyperprior"))
+    noise = _required(noise, "noise")
     st = SufficientStats.from_dataset(data)
     with pm.Model(coords={"feature": list(data.feature_names)}) as model:
         sigma = prior_variable(hp, "sigma", dims="feature" if ard else None)
@@ -122,6 +145,16 @@ def marginal_regression(
             )
         pm.Potential("y_marginal", loglik)
     return model
+
+
+def _required(value, name: str):
+    """A Dataset model needs ``hyperprior`` and ``noise`` (a ModelSpec carries its own)."""
+    if value is None:
+        raise OptionError(
+            f"{name}= is required with a Dataset (e.g. {name}='halfnormal:1'); a ModelSpec "
+            "carries its own priors and noise."
+        )
+    return value
 
 
 def _noise(noise: float | Hyperprior | str):
