@@ -114,3 +114,21 @@ def test_default_priors_are_scaled_to_the_data():
     assert given.groups[0].prior.kind == "halfcauchy"  # a given prior is kept
     learned = with_default_priors(specify(Dataset.from_arrays(np.eye(4)[:, :2] + 0.1, np.arange(4.0))))
     assert learned.noise_prior is not None
+
+
+@pytest.mark.parametrize("two_scales", [False, True])
+def test_scale_density_is_smooth_and_matches_the_draws(two_scales):
+    spec = load_eight_schools(tau_prior="halfcauchy:5") if not two_scales else with_default_priors(
+        specify(_random_intercept().data, fixed=["x", "z"], categorical={"site": np.repeat(np.arange(12), 6)}))
+    post = exact_family_posterior(spec)
+    name = post.scale_names[0]
+    grid, dens = post.scale_density(name)
+    assert np.trapezoid(dens, grid) == pytest.approx(1.0, abs=2e-3)
+    # no Simpson ripple: the log density is smooth from node to node
+    logd = np.log(dens[dens > dens.max() * 1e-3])
+    assert np.max(np.abs(np.diff(logd, 2))) < 0.05
+    # the probability between the draws' quartiles is one half
+    draws = post.sample(40_000, seed=3)[name]
+    cdf = np.r_[0.0, np.cumsum(0.5 * (dens[1:] + dens[:-1]) * np.diff(grid))]
+    mass = np.diff(np.interp(np.quantile(draws, [0.25, 0.75]), grid, cdf))[0]
+    assert mass == pytest.approx(0.5, abs=4 * np.sqrt(0.25 / 40_000) + 0.005)

@@ -18,13 +18,8 @@ import pytest
 from scipy import stats
 
 from hyperbayes.inference.methods.empirical_bayes_family import empirical_bayes_family
-from hyperbayes.inference.methods.joint_map_family import (
-    LOG_BELOW,
-    _Density,
-    _prior,
-    joint_map_family,
-    run_family,
-)
+from hyperbayes.inference.methods.joint_map_family import LOG_BELOW, joint_map_family, run_family
+from hyperbayes.inference.methods.joint_map_family_density import _Density, _prior
 from hyperbayes.inference.methods.results import RunOptions
 from hyperbayes.models.data import Dataset
 from hyperbayes.models.datasets import load_eight_schools

@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-import pymc as pm
 import xarray as xr
 from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
@@ -53,7 +52,7 @@ from hyperbayes.inference.methods.family_draws import (
 from hyperbayes.inference.methods.family_summary import summary_from_draws
 from hyperbayes.inference.methods.results import MethodSummary, RunOptions
 from hyperbayes.inference.methods.smc import THRESHOLD
-from hyperbayes.inference.methods.smc_kernel import BatchedIMH
+from hyperbayes.inference.methods.smc_kernel import StageEssIMH, StageEssMH
 from hyperbayes.inference.methods.smc_sampling import check_particles, check_sizes, sample
 from hyperbayes.inference.methods.smc_stages import (
     SmcEvidenceWarning,
@@ -97,25 +96,7 @@ _NOTE_NO_FIXED = "p(y) of a model without fixed effects: a proper evidence."
 _EXACT_MAX_SCALES = 2  # the exact oracle integrates over at most this many unknown scales
 
 
-class _StageESS:
-    """Records each stage's importance-sampling ESS, 1 / sum_i W_i^2 of the normalised
-    incremental weights of the particles (BDA3 eq. 10.4), as the stage statistic ``ess``."""
-
-    def sample_stats(self):
-        stats = super().sample_stats()
-        stats["ess"] = float(1.0 / np.sum(np.square(self.weights)))
-        return stats
-
-
-class _IMH(_StageESS, BatchedIMH):
-    stats_dtypes_shapes = {**BatchedIMH.stats_dtypes_shapes, "ess": (float, [])}
-
-
-class _MH(_StageESS, pm.smc.MH):
-    stats_dtypes_shapes = {**pm.smc.MH.stats_dtypes_shapes, "ess": (float, [])}
-
-
-_KERNELS = {"imh": _IMH, "mh": _MH}
+_KERNELS = {"imh": StageEssIMH, "mh": StageEssMH}
 
 
 @dataclass(frozen=True)
@@ -311,20 +292,14 @@ def run_family(spec: ModelSpec, options: RunOptions) -> MethodSummary:
     diagnostics = diagnose(result.tree)
     note = EVIDENCE_NOTE if spec.n_fixed else _NOTE_NO_FIXED
     extra: dict[str, Any] = {
-        "log_evidence_se": result.log_evidence_se,
-        "n_stages": max(result.n_stages),
+        "log_evidence_se": result.log_evidence_se, "n_stages": max(result.n_stages),
         "chain_n_stages": list(result.n_stages),
         "chain_log_evidence": list(result.chain_log_evidence),
         "last_stage_ess": min(result.last_stage_ess),
         "exact_log_evidence": result.exact_log_evidence,
-        "error": result.error,
-        "error_z": result.error_z,
-        "evidence_note": note,
-        "convention": "reml",
-        "kernel": result.kernel,
-        "model": "collapsed",
-        "draws": result.draws,
-        "chains": result.chains,
+        "error": result.error, "error_z": result.error_z, "evidence_note": note,
+        "convention": "reml", "kernel": result.kernel, "model": "collapsed",
+        "draws": result.draws, "chains": result.chains,
     }
     if result.exact_log_evidence is None:
         extra["exact_note"] = (
@@ -340,9 +315,6 @@ def run_family(spec: ModelSpec, options: RunOptions) -> MethodSummary:
         warnings=result.warnings + diagnostics.messages + unit_warning,
         extra=extra, wall_time=time.perf_counter() - start,
     )
-
-
-# --------------------------------------------------------------------------- helpers
 
 
 def _check_priors(spec: ModelSpec) -> tuple[str, ...]:
@@ -377,13 +349,11 @@ def _family_tree(spec, stats: FamilyStats, pymc_tree, stage, *, chains: int, see
     """The particles' scales, one exact draw of (beta, w, u) each, in the family's layout,
     with PyMC's per-stage statistics as float (chain, stage) arrays."""
     post = pymc_tree["posterior"]
-    scales: dict[str, NDArray] = {}
-    for k in spec.learned_groups:
-        name = spec.groups[k].name
-        scales[name] = _flat(post, f"sigma_{name}")
+    names = [spec.groups[k].name for k in spec.learned_groups]
+    scales: dict[str, NDArray] = {name: _flat(post, f"sigma_{name}") for name in names}
     if spec.noise is None:
         scales["noise"] = _flat(post, "noise")
-    learned = np.column_stack([scales[spec.groups[k].name] for k in spec.learned_groups])
+    learned = np.column_stack([scales[name] for name in names])
     sigmas, noise = full_scales(spec, learned, scales.get("noise"))
     # A stream of its own, so the coefficients do not reuse the sampler's random numbers; one
     # BLAS thread, as smc_sampling.with_weights explains (small products, spinning threads).

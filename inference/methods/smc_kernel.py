@@ -18,6 +18,10 @@ proposal in D + 1 dimensions and the many stages the funnel needs.
 
 The batched function is the model's log density graph vectorised over a leading particle axis
 (``pytensor.graph.replace.vectorize_graph``), run with NumPy (:data:`BATCH_MODE`).
+
+:class:`StageEssIMH` and :class:`StageEssMH` are :class:`BatchedIMH` and ``pm.smc.MH`` that
+also record each stage's importance-sampling ESS as the stage statistic ``ess``
+(:mod:`~hyperbayes.inference.methods.smc_family` reports the last stage's).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from pytensor.graph.replace import vectorize_graph
 from pytensor.graph.traversal import ancestors, io_toposort
 from pytensor.tensor.random.op import RandomVariable
 
-__all__ = ["BATCH_MODE", "BatchedIMH"]
+__all__ = ["BATCH_MODE", "BatchedIMH", "StageESS", "StageEssIMH", "StageEssMH"]
 
 #: Compile mode of the batched functions: PyTensor's full rewrites (its numerical
 #: stabilisations included), run by the Python linker, one NumPy call per node on all the
@@ -138,6 +142,32 @@ class BatchedIMH(pm.smc.IMH):
             else:
                 break
         self.acc_rate = np.mean(accepted_steps)
+
+
+class StageESS:
+    """Records each stage's importance-sampling ESS, 1 / sum_i W_i^2 of the normalised
+    incremental weights of the particles (BDA3 eq. 10.4), as the stage statistic ``ess``.
+
+    A mixin: list it before an SMC kernel class, and add ``"ess": (float, [])`` to the
+    kernel's ``stats_dtypes_shapes`` (as :class:`StageEssIMH` and :class:`StageEssMH` do).
+    """
+
+    def sample_stats(self):
+        stats = super().sample_stats()
+        stats["ess"] = float(1.0 / np.sum(np.square(self.weights)))
+        return stats
+
+
+class StageEssIMH(StageESS, BatchedIMH):
+    """:class:`BatchedIMH` recording each stage's importance ESS (:class:`StageESS`)."""
+
+    stats_dtypes_shapes = {**BatchedIMH.stats_dtypes_shapes, "ess": (float, [])}
+
+
+class StageEssMH(StageESS, pm.smc.MH):
+    """``pm.smc.MH`` recording each stage's importance ESS (:class:`StageESS`)."""
+
+    stats_dtypes_shapes = {**pm.smc.MH.stats_dtypes_shapes, "ess": (float, [])}
 
 
 def _with_particle_axis(expression: list, draws: int) -> list | None:

@@ -1,5 +1,9 @@
 """The ``hyperbayes`` command: parse, run a method (or the comparison), print, map errors.
 
+A model formula or a model option (``--formula "y ~ x + (1|g)"``, ``--se COL``, ``--weights
+COL``, ``--penalise COLS``, ``--reml`` / ``--ml``) makes it a family run on a model specification (see
+:mod:`hyperbayes.inference.workflow.api`).
+
 Exit codes: 0 success (a degenerate optimum is a finding, not a failure); 1 a method failed
 while running; 2 bad input (data, options, an output directory that exists or cannot be
 created); 130 interrupted (SIGINT, SIGTERM, SIGHUP; nothing is written). Errors are one line
@@ -21,6 +25,7 @@ from hyperbayes.inference.methods.exact import ImproperPosteriorError
 from hyperbayes.inference.methods.results import MethodSummary
 from hyperbayes.inference.workflow.api import PreparedRun, prepare_run
 from hyperbayes.inference.workflow.data_sources import read_data
+from hyperbayes.inference.workflow.demo import DEMO_DATA
 from hyperbayes.inference.workflow.interrupts import interrupted, signals_as_interrupts
 from hyperbayes.inference.workflow.registry import METHODS, get_runner
 from hyperbayes.inference.workflow.rundir import UnusableDestination
@@ -101,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("method", choices=list(METHODS), help="the method to run")
     _add_data_options(fit)
     _add_model_options(fit)
+    _add_family_options(fit)
     fit.add_argument("--out", type=Path, help="write a run directory (summary.json, draws as netCDF)")
     fit.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     fit.set_defaults(handler=_cmd_fit)
@@ -108,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     cmp_ = sub.add_parser("compare", help="run every method on the same data into a run directory")
     _add_data_options(cmp_)
     _add_model_options(cmp_)
+    _add_family_options(cmp_)
     cmp_.add_argument("--methods", help=f"comma-separated subset of {','.join(METHODS)} (default all)")
     cmp_.add_argument("--out", type=Path, required=True, help="the run directory to create")
     cmp_.set_defaults(handler=_cmd_compare)
@@ -117,7 +124,9 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--debug", action="store_true", help="show the traceback of an error")
     rep.set_defaults(handler=_cmd_report)
 
-    demo = sub.add_parser("demo", help="the main job: every method on the built-in diabetes data")
+    demo = sub.add_parser("demo", help="the main job: every method on a built-in data set")
+    demo.add_argument("--data", choices=DEMO_DATA, default="diabetes",
+                      help="diabetes (default; shared sigma), eight-schools or bcg (random effects)")
     demo.add_argument("--out", type=Path, help="run directory (default: a new hyperbayes-demo-* here)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -137,7 +146,7 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
         help="CSV file with a header row, or a Parquet file, directory or glob (streamed in "
         "chunks; so is a CSV over 64 MiB) (default: built-in diabetes data)",
     )
-    p.add_argument("--target", help="name of the target column in --data")
+    p.add_argument("--target", help="name of the target column in --data (not needed with --formula)")
     p.add_argument("--no-intercept", action="store_true", help="do not centre X and y")
     p.add_argument("--chunk-rows", type=int, help="rows per chunk when --data is streamed")
     where = p.add_mutually_exclusive_group()
@@ -159,6 +168,36 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
 
+def _add_family_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--formula", help='model formula, e.g. "y ~ age + C(sex) + (1|site)": plain terms '
+                   "fixed, (1|g) a random intercept (then --target is not needed)")
+    known = p.add_mutually_exclusive_group()
+    known.add_argument("--se", metavar="COL", help="column of known standard errors (noise fixed at 1)")
+    known.add_argument("--weights", metavar="COL", help="column of observation weights omega_i")
+    p.add_argument("--penalise", metavar="COLS", help="comma-separated terms to penalise in one group")
+    conv = p.add_mutually_exclusive_group()
+    conv.add_argument("--reml", dest="convention", action="store_const", const="reml",
+                      help="empirical Bayes by restricted likelihood (the default of a family run)")
+    conv.add_argument("--ml", dest="convention", action="store_const", const="ml",
+                      help="empirical Bayes by profile (maximum) likelihood")
+    p.set_defaults(convention=None)  # either flag makes a family run (see prepare_run)
+
+
+def _family_options(args: argparse.Namespace) -> dict | None:
+    """The model options of a family run (None: today's shared-sigma run)."""
+    penalise = [c.strip() for c in args.penalise.split(",") if c.strip()] if args.penalise else None
+    given = {"formula": args.formula, "standard_errors": args.se, "weights": args.weights,
+             "penalise": penalise}
+    if all(v is None for v in [*given.values(), args.convention]):
+        return None
+    if args.se and (args.noise is not None or args.learn_noise or args.noise_prior):
+        raise UsageError("--se fixes the noise scale at 1 (omega_i = 1 / s_i^2); drop --noise / "
+                         "--learn-noise / --noise-prior, or use --weights to learn a noise scale.")
+    if args.data is None and args.target is not None:
+        raise UsageError("--target needs --data (the built-in data's target is fixed).")
+    return given | {"convention": args.convention, "target": args.target}
+
+
 def load_data(args: argparse.Namespace) -> Dataset | StreamedData:
     """The data named on the command line (or the built-in standardised diabetes data)."""
     if args.data is None:
@@ -177,11 +216,17 @@ def load_data(args: argparse.Namespace) -> Dataset | StreamedData:
 
 def prepare(args: argparse.Namespace) -> PreparedRun:
     """Load, centre and validate everything before any method runs."""
-    data = load_data(args)
+    family = _family_options(args)
+    if family is None:
+        data, family = load_data(args), {}
+    else:  # the API reads the file: it keeps text columns and reads only a formula's columns
+        data = args.data if args.data is not None else load_diabetes(scaled=True)
+        family |= {"chunk_rows": args.chunk_rows, "dask": args.dask, "scheduler": args.scheduler}
     if args.noise is not None and args.noise_prior:
         raise UsageError("--noise-prior goes with a learned noise; drop it or drop --noise.")
     run = prepare_run(
         data,
+        **family,
         intercept=not args.no_intercept,
         hyperprior=args.hyperprior or None,
         noise=args.noise,
@@ -192,7 +237,7 @@ def prepare(args: argparse.Namespace) -> PreparedRun:
         ard=args.ard,
         progress=not args.quiet,
     )
-    note = run.data.methods_note()
+    note = None if run.family else run.data.methods_note()
     if note and not args.quiet:
         print(f"hyperbayes: note: {note}", file=sys.stderr)
     return run
@@ -205,7 +250,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
         check_destination(args.out)  # before the method runs, not after
     get_runner(args.method)
-    _progress(args, f"running {args.method} on N = {run.data.n}, D = {run.data.d} ...")
+    size = f"{len(run.data.groups)} group(s)" if run.family else f"D = {run.data.d}"
+    _progress(args, f"running {args.method} on N = {run.data.n}, {size} ...")
     with _progress_to_stderr(quiet=args.quiet):
         summary = run.fit(args.method)
     payload = summary.to_json()
@@ -214,6 +260,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     payload.setdefault("noise_prior", str(options.noise_prior) if options.noise_prior else None)
     if isinstance(run.data, StreamedData):
         payload.setdefault("data_read", run.data.reading.to_json())
+    if run.family:
+        payload.setdefault("model", run.data.describe())
+        payload.setdefault("priors", {g.name: str(g.prior) for g in run.data.groups if g.prior})
     if args.out is not None:
         from hyperbayes.inference.workflow.rundir import write_run_directory
 
@@ -240,6 +289,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     with _progress_to_stderr(quiet=args.quiet):
         result = run.compare(methods)
     source = str(args.data) if args.data else "diabetes (Efron et al. 2004; columns centred, unit norm)"
+    if args.formula:
+        source += f"; formula {args.formula}"
     out = write_comparison(args.out, result, run.data, dataset=source)
     failed = [r.method for r in result.rows if r.status == "failed"]
     print(f"report: {out / REPORT_NAME}")
@@ -293,7 +344,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from hyperbayes.inference.workflow.demo import run_demo
 
     with _progress_to_stderr(quiet=args.quiet):
-        out = run_demo(out=args.out, seed=args.seed, progress=not args.quiet)
+        out = run_demo(out=args.out, data=args.data, seed=args.seed, progress=not args.quiet)
     print(f"report: {out / 'report.html'}")
     return EXIT_OK
 
@@ -302,13 +353,21 @@ def _human(s: MethodSummary) -> str:
     def fmt(x):
         return "n/a" if x is None else f"{x:.4g}"
 
-    lines = [f"method: {s.method}", f"sigma: {fmt(s.sigma)}"]
-    if s.sigma_interval:
-        lines.append(f"sigma 95% interval: [{fmt(s.sigma_interval[0])}, {fmt(s.sigma_interval[1])}]")
+    lines = [f"method: {s.method}"]
+    intervals = s.sigma_intervals or {}
+    for name, value in (s.sigmas or {"": s.sigma}).items():
+        key = f"sigma[{name}]" if name else "sigma"
+        lines.append(f"{key}: {fmt(value)}")
+        lo_hi = intervals.get(name) if name else s.sigma_interval
+        if lo_hi:
+            lines.append(f"{key} 95% interval: [{fmt(lo_hi[0])}, {fmt(lo_hi[1])}]")
     lines += [f"noise: {fmt(s.noise)}", f"log evidence: {fmt(s.log_evidence)}"]
-    if s.intercept is not None:
+    if s.fixed_effects:
+        lines += [f"beta[{k}]: {fmt(m)} (se {fmt(se)})" for k, (m, se) in s.fixed_effects.items()]
+    elif s.intercept is not None:
         lines.append(f"intercept: {fmt(s.intercept)}")
-    lines.append("weights: " + ", ".join(fmt(w) for w in s.weights))
+    if s.weights:
+        lines.append("weights: " + ", ".join(fmt(w) for w in s.weights))
     if s.degenerate:
         lines.append("degenerate: yes")
     lines += [f"warning: {w}" for w in s.warnings]

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import html
 import math
-import sys
-import time
-import traceback
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from hyperbayes.inference.methods.results import MethodSummary, RunOptions, json_safe
+from hyperbayes.inference.workflow.method_runs import run_isolated
 from hyperbayes.inference.workflow.oracle_check import (
     ORACLE_NOTE,
     QUANTITIES,
@@ -31,12 +28,18 @@ from hyperbayes.inference.workflow.oracle_check import (
 )
 from hyperbayes.inference.workflow.registry import METHODS, get_runner
 from hyperbayes.models.data import Centering, Dataset
-from hyperbayes.models.hyperpriors import ImproperPriorError
+from hyperbayes.models.specification import ModelSpec
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Comparison", "ComparisonRow", "message_items", "run_comparison", "table_html"]
+__all__ = [
+    "Comparison",
+    "ComparisonRow",
+    "message_items",
+    "run_comparison",
+    "table_html",
+]
 
 Status = Literal["ok", "warnings", "disagrees", "degenerate", "failed", "not applicable"]
 
@@ -199,7 +202,7 @@ class Comparison:
 
 
 def run_comparison(
-    data: Dataset,
+    data: Dataset | ModelSpec,
     options: RunOptions,
     *,
     methods: Sequence[str] | None = None,
@@ -210,65 +213,46 @@ def run_comparison(
 
     Parameters
     ----------
-    data : Dataset
-        Validated (and centred, if an intercept is wanted) data.
+    data : Dataset or ModelSpec
+        Validated (and centred, if an intercept is wanted) data; or a model specification
+        (groups, fixed effects, a random intercept: a *family run*, see
+        :func:`hyperbayes.inference.workflow.family_compare.run_family_comparison`).
     options : RunOptions
-        Hyperprior, noise, seed and sampler sizes, shared by every method.
+        Hyperprior, noise, seed and sampler sizes, shared by every method (a family run takes
+        priors, noise and groups from the specification, and from ``options`` only the seed,
+        sampler sizes, progress and the EB convention).
     methods : sequence of str, optional
         Names from ``hyperbayes.inference.workflow.registry.METHODS``; default all, in that table's order.
     centering : Centering, optional
-        Used to report each method's intercept.
+        Used to report each method's intercept (not for a family run, which estimates it).
     progress : bool
         Say on stderr which method is running.
 
     Returns
     -------
     Comparison
+        A :class:`~hyperbayes.inference.workflow.family_compare.FamilyComparison` for a
+        family run.
     """
+    if isinstance(data, ModelSpec):  # a family run: one column per group scale
+        from hyperbayes.inference.workflow.family_compare import run_family_comparison
+
+        return run_family_comparison(data, options, methods=methods, progress=progress)
     names = list(METHODS) if methods is None else list(methods)
     unknown = [m for m in names if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}.")
-    rows, results = [], {}
-    for i, name in enumerate(names, start=1):
-        if progress:
-            print(f"hyperbayes: [{i}/{len(names)}] {name} ...", file=sys.stderr, flush=True)
-        start = time.perf_counter()
-        try:
-            # A method's Python warnings become the row's warnings: recorded where the user
-            # looks, neither lost nor printed twice.
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                summary = get_runner(name)(data, options).with_centering(centering)
-            summary = _with_caught(summary, caught)
-        except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the whole comparison stops, no row
-            raise
-        except ImproperPriorError as exc:
-            rows.append(ComparisonRow(name, "not applicable", message=str(exc)))
-            continue
-        except Exception as exc:  # isolate the failure; the other methods still run
-            message = f"{type(exc).__name__}: {exc}"
-            if progress:
-                print(f"hyperbayes: {name} failed: {message}", file=sys.stderr)
-                traceback.print_exc(limit=3, file=sys.stderr)
-            rows.append(
-                ComparisonRow(name, "failed", wall_time=time.perf_counter() - start, message=message)
-            )
-            continue
-        results[name] = summary
-        rows.append(_row(summary, time.perf_counter() - start))
-        if progress:
-            print(f"hyperbayes: {name} done in {rows[-1].wall_time:.1f} s", file=sys.stderr)
+    rows, results = run_isolated(
+        names,
+        lambda name: get_runner(name)(data, options).with_centering(centering),
+        make_row=_row,
+        failed_row=ComparisonRow,
+        progress=progress,
+    )
     if not options.ard:  # with ARD the oracle (one shared sigma) is another model
         checks = oracle_checks(results)
         rows = [r.with_oracle(checks[r.method]) if r.method in checks else r for r in rows]
     return Comparison(tuple(rows), results, options, data.n, data.d)
-
-
-def _with_caught(summary: MethodSummary, caught: list[warnings.WarningMessage]) -> MethodSummary:
-    extra = [str(w.message) for w in caught if not issubclass(w.category, DeprecationWarning)]
-    new = [m for m in dict.fromkeys(extra) if m not in summary.warnings]
-    return replace(summary, warnings=(*summary.warnings, *new)) if new else summary
 
 
 def _row(s: MethodSummary, elapsed: float) -> ComparisonRow:

@@ -43,6 +43,9 @@ __all__ = [
     "oracle_cell",
     "oracle_check",
     "oracle_checks",
+    "remedy",
+    "scale_estimates",
+    "usable_error",
 ]
 
 #: |z| above this is a disagreement. Under a correct sampler z is close to N(0, 1), so 4 units
@@ -84,6 +87,8 @@ class Gap:
     error: float
     #: Where ``error`` comes from, when the words should say (e.g. "from the spread of 4 chains").
     basis: str = ""
+    #: What the quantity is, in words (default: the shared sigma's labels, by ``quantity``).
+    label: str = ""
 
     @property
     def z(self) -> float:
@@ -97,7 +102,7 @@ class Gap:
         else:
             values, unit = f"{self.estimate:.4g} against the exact {self.exact:.4g}", "MCSE"
         error = f"{unit} {self.error:.3g}" + (f" {self.basis}" if self.basis else "")
-        return f"{_LABELS[self.quantity]} {values} (z = {self.z:+.1f}, {error})"
+        return f"{self.label or _LABELS[self.quantity]} {values} (z = {self.z:+.1f}, {error})"
 
 
 @dataclass(frozen=True)
@@ -206,14 +211,14 @@ def oracle_check(summary: MethodSummary, exact: MethodSummary) -> OracleCheck | 
         "sigma_q025": exact.sigma_interval[0],
         "sigma_q975": exact.sigma_interval[1],
     }
-    estimates = _sampler_estimates(sigma)
+    estimates = scale_estimates(sigma)
     gaps = [
         Gap(q, value, exact_values[q], error)
         for q, (value, error) in estimates.items()
-        if _usable(error)
+        if usable_error(error)
     ]
     se = summary.extra.get("log_evidence_se")
-    if summary.log_evidence is not None and exact.log_evidence is not None and _usable(se):
+    if summary.log_evidence is not None and exact.log_evidence is not None and usable_error(se):
         chains = len(summary.extra.get("chain_log_evidence") or ())
         basis = f"from the spread of {chains} chains" if chains else ""
         gaps.append(Gap("log_evidence", summary.log_evidence, exact.log_evidence, float(se), basis))
@@ -225,7 +230,7 @@ def oracle_check(summary: MethodSummary, exact: MethodSummary) -> OracleCheck | 
             "error: "
             + "; ".join(g.describe() for g in bad)
             + ". "
-            + _remedy(summary, {g.quantity for g in bad})
+            + remedy(summary, {g.quantity for g in bad})
         )
     return OracleCheck(summary.method, gaps=tuple(gaps), message=message)
 
@@ -283,8 +288,10 @@ def _scalar_sigma_draws(summary: MethodSummary) -> np.ndarray | None:
     return values if values.ndim == 2 else None
 
 
-def _sampler_estimates(sigma: np.ndarray) -> dict[str, tuple[float, float]]:
-    """Each quantity's estimate from the (chain, draw) draws, with its MCSE (nan if unknown)."""
+def scale_estimates(sigma: np.ndarray) -> dict[str, tuple[float, float]]:
+    """The posterior mean and 2.5% and 97.5% quantiles of a scale from its (chain, draw)
+    draws, each with its MCSE (nan if unknown), keyed ``sigma_mean``, ``sigma_q025``,
+    ``sigma_q975``."""
     pooled = sigma.ravel()
     with warnings.catch_warnings():
         # Too few draws: ArviZ divides by zero and returns nan, which is then left out.
@@ -299,12 +306,14 @@ def _sampler_estimates(sigma: np.ndarray) -> dict[str, tuple[float, float]]:
     }
 
 
-def _usable(error: Any) -> bool:
+def usable_error(error: Any) -> bool:
+    """Whether a standard error is a positive finite number (else its z is left out)."""
     return error is not None and math.isfinite(float(error)) and float(error) > 0
 
 
-def _remedy(summary: MethodSummary, bad: set[str]) -> str:
-    """What to do about a disagreement in the quantities ``bad``, for the method at hand."""
+def remedy(summary: MethodSummary, bad: set[str]) -> str:
+    """What to do about a disagreement in the quantities ``bad`` (``"log_evidence"`` among
+    them, or not), for the method at hand."""
     more = (
         "Run more draws (--draws): a chance fluctuation does not survive them, while a bias "
         "grows in units of the shrinking error."

@@ -11,7 +11,6 @@ as it found it.
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 from collections.abc import Callable
@@ -23,10 +22,12 @@ import xarray as xr
 
 from hyperbayes.inference.methods.arviz_io import load_datatree
 from hyperbayes.inference.workflow import figures
-from hyperbayes.inference.workflow.compare import Comparison, message_items, table_html
+from hyperbayes.inference.workflow.compare import Comparison, table_html
 from hyperbayes.inference.workflow.oracle_check import ORACLE_NOTE
+from hyperbayes.inference.workflow.report_html import page, section, warning_box
 from hyperbayes.inference.workflow.rundir import write_run_directory
 from hyperbayes.models.data import Dataset, load_csv
+from hyperbayes.models.specification import ModelSpec
 from hyperbayes.models.streaming import StreamedData
 
 __all__ = ["REPORT_NAME", "render_report", "write_comparison", "write_report"]
@@ -51,9 +52,20 @@ _INTRO = {
 }
 
 
-def write_comparison(out: str | Path, result: Comparison, data: Dataset, *, dataset: str = "") -> Path:
+def write_comparison(
+    out: str | Path, result: Comparison, data: Dataset | ModelSpec, *, dataset: str = ""
+) -> Path:
     """Write a comparison's run directory atomically: summary.json, data.csv, METHOD.nc (the
-    draws of every method that has them) and report.html, rendered from the files just written."""
+    draws of every method that has them) and report.html, rendered from the files just written.
+
+    A family run (``result`` from a :class:`~hyperbayes.models.specification.ModelSpec`, which
+    ``data`` then is) also writes its figures as PNG files under ``figures/``
+    (:mod:`~hyperbayes.inference.workflow.family_report`).
+    """
+    if getattr(result, "spec", None) is not None:
+        from hyperbayes.inference.workflow.family_report import write_family_comparison
+
+        return write_family_comparison(out, result, dataset=dataset)
     summary = result.to_json()
     summary["dataset"] = dataset
     summary["target"] = data.target_name
@@ -77,14 +89,30 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None) -> Path:
     """Render the report of ``run_dir`` and write it (default ``run_dir/report.html``)."""
     run_dir = Path(run_dir)
     target = Path(out) if out is not None else run_dir / REPORT_NAME
+    if _is_family(run_dir):
+        from hyperbayes.inference.workflow.family_report import write_family_report
+
+        return write_family_report(run_dir, out=target)
     target.write_text(render_report(run_dir))
     return target
+
+
+def _is_family(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a family run (its summary.json says ``"family": true``)."""
+    try:
+        return json.loads((run_dir / "summary.json").read_text()).get("family") is True
+    except (OSError, ValueError, AttributeError):
+        return False  # the shared renderer reports what is wrong with the file
 
 
 def render_report(run_dir: str | Path) -> str:
     """The HTML text of the report of ``run_dir``."""
     run_dir = Path(run_dir)
     summary = json.loads((run_dir / "summary.json").read_text())
+    if summary.get("family") is True:
+        from hyperbayes.inference.workflow.family_report import render_family_report
+
+        return render_family_report(run_dir)[0]
     methods: dict[str, Any] = summary.get("methods", {})
     data = (StreamedData.read_json(run_dir / STATS_NAME) if (run_dir / STATS_NAME).is_file()
             else load_csv(run_dir / "data.csv", target=summary.get("target", "y")))
@@ -180,13 +208,6 @@ def _head(summary: dict[str, Any]) -> str:
     )
 
 
-def _warning_box(summary: dict[str, Any]) -> str:
-    items = message_items(summary.get("table", []))
-    if not items:
-        return '<div class="ok">No diagnostic failed.</div>'
-    return '<div class="warn"><h2>Warnings</h2><ul>' + "".join(f"<li>{i}</li>" for i in items) + "</ul></div>"
-
-
 def _table(summary: dict[str, Any]) -> str:
     return (
         "<h2>Comparison</h2>"
@@ -200,27 +221,9 @@ def _table(summary: dict[str, Any]) -> str:
 
 
 def _section(key: str, title: str, images: list[bytes], *, note: str | None = None) -> str:
-    body = f"<p>{html.escape(_INTRO.get(key, ''))}</p>"
-    if note:
-        body += f'<p class="note">{html.escape(note)}</p>'
-    for png in images:
-        b64 = base64.b64encode(png).decode("ascii")
-        body += f'<img alt="{html.escape(title)}" src="data:image/png;base64,{b64}"/>'
-    return f'<section id="{key}"><h2>{html.escape(title)}</h2>{body}</section>'
+    return section(key, title, images, intro=_INTRO.get(key, ""), note=note)
 
 
-def _page(body: str) -> str:
-    style = (
-        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-        "td:first-child,td:nth-child(2){text-align:left}tr.failed{background:#fdd}"
-        "tr.degenerate,tr.warnings{background:#fff4d6}tr.disagrees{background:#ffdcb8}"
-        "td{white-space:nowrap}td.oracle{white-space:normal;min-width:12em}.oracle{text-align:left}"
-        ".warn{background:#fff4d6;border:2px solid #e0a000;padding:0.5em 1em}"
-        ".ok{background:#e6f6e6;padding:0.5em 1em}.note{color:#a00}.small{font-size:85%;color:#555}"
-        "img{max-width:100%;display:block;margin:0.5em 0}"
-    )
-    return (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>hyperbayes report</title>'
-        f"<style>{style}</style></head><body>{body}</body></html>\n"
-    )
+#: Kept under their old names (tests and older notebooks import them from here).
+_page = page
+_warning_box = warning_box
