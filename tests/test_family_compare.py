@@ -307,3 +307,19 @@ def test_the_figures_draw_inline_from_a_comparison(sim_run):
         assert labels[0] == "exact" and any(label.startswith("eb: ") for label in labels)
         left, right = shrinkage_plot(sim_run).axes
         assert len(left.get_yticks()) == 12 and "covariate averages" in left.get_xlabel()
+
+
+def test_data_csv_names_the_levels_and_reads_back_as_the_same_model(run_dir, schools):
+    import pandas as pd
+
+    from hyperbayes.inference.mathematics.family_likelihood import family_log_ml, layout_of
+    from hyperbayes.models.family_stats import family_stats
+    from hyperbayes.models.formula import spec_from_formula
+
+    frame = pd.read_csv(run_dir / "data.csv")
+    assert list(frame["school"]) == list("ABCDEFGH")
+    again = spec_from_formula("y ~ 1 + (1|school)", frame, standard_errors="s")
+    taus = np.array([[0.5], [3.0], [10.0]])
+    np.testing.assert_allclose(
+        family_log_ml(family_stats(again), layout_of(again), taus, np.ones(3)),
+        family_log_ml(family_stats(schools), layout_of(schools), taus, np.ones(3)), rtol=1e-12)

@@ -57,25 +57,6 @@ def _point_value(method_json: Mapping[str, Any], scale: str) -> float | None:
     return (method_json.get("sigmas") or {}).get(scale)
 
 
-def _smoothed(density, *, cells: float = 2.0) -> np.ndarray:
-    """The exact density through a Gaussian filter ``cells`` grid cells wide (edges
-    renormalised), for display only.
-
-    The oracle's density is a histogram of its quadrature nodes (weighted by Simpson's
-    alternating 4, 2, 4, ...), so where the bins are about as narrow as the node spacing,
-    neighbouring bins hold one node more or less and alternate in height. Two cells of blur
-    remove that and leave the curve's shape (a posterior spans ~100 of the 200 cells); the
-    table's numbers (means, quantiles) do not come from this curve.
-    """
-    f = np.asarray(density, dtype=float)
-    if f.size < 3:
-        return f
-    half = int(np.ceil(3 * cells))
-    kernel = np.exp(-0.5 * (np.arange(-half, half + 1) / cells) ** 2)
-    mass = np.convolve(np.ones_like(f), kernel, mode="same")
-    return np.convolve(f, kernel, mode="same") / mass
-
-
 def scale_posterior(source: Any, scale: str, *, trees: Mapping[str, Any] | None = None):
     """The posterior of one unknown scale: every sampler's draws, the exact density, and the
     point estimates of empirical Bayes, joint MAP and cross-validation as vertical lines.
@@ -101,7 +82,7 @@ def scale_posterior(source: Any, scale: str, *, trees: Mapping[str, Any] | None 
     curve = (methods.get("exact", {}).get("log_scale_density") or {}).get(scale)
     spread = []
     if curve:
-        u, f = np.asarray(curve["log_scale"], float), _smoothed(curve["density"])
+        u, f = np.asarray(curve["log_scale"], float), np.asarray(curve["density"], float)
         ax.plot(u, f, color=COLORS["exact"], lw=2.5, label="exact")
         cdf = np.concatenate([[0.0], np.cumsum(np.diff(u) * (f[1:] + f[:-1]) / 2)])
         spread.append(np.interp([0.0005, 0.9995], cdf / cdf[-1], u))
@@ -120,6 +101,7 @@ def scale_posterior(source: Any, scale: str, *, trees: Mapping[str, Any] | None 
         pad = 0.15 * (hi - lo) or 1.0
         ax.set_xlim(lo - pad, hi + pad)
     left, right = ax.get_xlim()
+    off_axis = 0  # estimates outside the axis are arrows at its edge, stacked so labels never overlap
     for name in _POINT_METHODS:
         value = _point_value(methods.get(name, {}), scale)
         if value is None:
@@ -131,8 +113,10 @@ def scale_posterior(source: Any, scale: str, *, trees: Mapping[str, Any] | None 
         at_left = not value > 0 or np.log(value) < left
         edge = left if at_left else right
         note = " (boundary)" if not value > 0 else ""
+        height = 0.6 - 0.1 * off_axis
+        off_axis += 1
         ax.annotate(
-            f"{name}: {value:.3g}{note}", xy=(edge, 0.5), xycoords=("data", "axes fraction"),
+            f"{name}: {value:.3g}{note}", xy=(edge, height), xycoords=("data", "axes fraction"),
             xytext=(0.5 if at_left else -0.5, 0), textcoords="offset fontsize",
             ha="left" if at_left else "right", color=color,
             arrowprops={"arrowstyle": "<-" if at_left else "->", "color": color},

@@ -11,6 +11,7 @@ both the page and the PNG files from the other files, without re-running anythin
 
 from __future__ import annotations
 
+import csv
 import html
 import json
 import re
@@ -77,10 +78,28 @@ def write_family_comparison(out: str | Path, result: FamilyComparison, *, datase
         summary=summary,
         datatrees=trees,
         extra_files={
-            "data.csv": result.spec.data.to_csv,
+            "data.csv": lambda path: _write_data(result.spec, path),
             _REPORT_NAME: lambda path: write_family_report(path.parent, out=path),
         },
     )
+
+
+def _write_data(spec, path: Path) -> None:
+    """data.csv of a family run: the numeric columns, the factor by its level names (not its
+    integer codes), and the target."""
+    data = spec.data
+    names, columns = list(data.feature_names), [list(map(repr, col)) for col in data.X.T.tolist()]
+    if spec.factor is not None:
+        levels = [str(spec.factor.levels[c]) for c in spec.factor.codes]
+        if spec.factor.name in names:
+            columns[names.index(spec.factor.name)] = levels
+        else:
+            names.append(spec.factor.name)
+            columns.append(levels)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow((*names, data.target_name))
+        writer.writerows(zip(*columns, map(repr, data.y.tolist()), strict=True))
 
 
 def write_family_report(run_dir: str | Path, *, out: str | Path | None = None) -> Path:
