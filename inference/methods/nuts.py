@@ -18,7 +18,6 @@ that ``arviz_stats.loo`` works the same for all three.
 
 from __future__ import annotations
 
-import importlib.util
 import time
 import warnings
 from dataclasses import dataclass
@@ -37,8 +36,8 @@ from hyperbayes.inference.methods.nuts_draws import (
     with_log_likelihood,
     without_auxiliary,
 )
+from hyperbayes.inference.methods.nuts_sampling import Backend, check_backend, sample_model
 from hyperbayes.inference.methods.results import MethodSummary, RunOptions
-from hyperbayes.inference.methods.sampler_interrupts import propagate_interrupts
 from hyperbayes.models.builders import hierarchical_regression, marginal_regression
 from hyperbayes.models.data import Dataset
 from hyperbayes.models.hyperpriors import Hyperprior, noise_spec
@@ -49,11 +48,8 @@ __all__ = ["NutsResult", "default_target_accept", "run", "sample_posterior"]
 
 Parametrization = Literal["marginal", "noncentered", "centered"]
 Likelihood = Literal["sufficient", "observations"]
-Backend = Literal["pymc", "nutpie", "numpyro"]
 
 PARAMETRIZATIONS = ("marginal", "noncentered", "centered")
-#: The module each optional backend needs, and how to get it.
-_BACKEND_MODULES = {"nutpie": "nutpie", "numpyro": "numpyro"}
 #: Default NUTS adaptation targets (see :func:`default_target_accept`). PyMC's 0.8 leaves
 #: divergences even in the marginal model: a HalfNormal hyperprior seen in log sigma has a right
 #: tail steeper than any exponential (log density ~ -e^(2u) / 2), which the bulk-tuned step
@@ -240,23 +236,18 @@ def sample_posterior(
             likelihood=likelihood,
             ard=ard,
         )
-    # nutpie and PyMC's NUTS catch Ctrl-C and return the draws so far; raise it again, and
-    # with PyMC's NUTS stop the chains it would still start (external samplers take no callback).
-    with model, propagate_interrupts() as watch:
-        tree = pm.sample(
-            draws=draws,
-            tune=tune,
-            chains=chains,
-            cores=cores,
-            random_seed=seed,
-            target_accept=target_accept
-            or default_target_accept(parametrization, backend=backend, learned_noise=noise is None),
-            nuts_sampler=backend,
-            progressbar=progressbar,
-            compute_convergence_checks=False,  # diagnose() below does it, once, our way
-            callback=watch.check if backend == "pymc" else None,
-        )
-    _check_complete(tree, draws=draws, chains=chains)
+    tree = sample_model(
+        model,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        cores=cores,
+        seed=seed,
+        target_accept=target_accept
+        or default_target_accept(parametrization, backend=backend, learned_noise=noise is None),
+        backend=backend,
+        progressbar=progressbar,
+    )
     if parametrization == "marginal":
         tree = with_exact_weights(without_auxiliary(tree), data, noise, seed=seed)
     if log_likelihood:
@@ -358,34 +349,13 @@ def _loglik_note(kept: bool, n: int, *, streamed: bool = False) -> tuple[str, ..
     )
 
 
-def _check_complete(tree: xr.DataTree, *, draws: int, chains: int) -> None:
-    """Refuse a partial sample: an interrupted sampler returns fewer chains or draws than asked
-    for (nutpie pads its unfinished chains with NaN). :func:`propagate_interrupts` raises the
-    interrupt itself where it can see it; this catches any it cannot (a sampler run outside the
-    main thread)."""
-    post = tree["posterior"]
-    got_chains, got_draws = post.sizes.get("chain", 0), post.sizes.get("draw", 0)
-    if (got_chains, got_draws) != (chains, draws) or bool(post["sigma"].isnull().any()):
-        raise KeyboardInterrupt(
-            f"NUTS stopped early ({got_chains} chain(s) x {got_draws} draws of {chains} x "
-            f"{draws}, some missing): it was interrupted."
-        )
-
-
 def _check_options(parametrization: str, backend: str, ard: bool) -> None:
     if parametrization not in PARAMETRIZATIONS:
         raise ValueError(
             f"unknown parametrization {parametrization!r}; choose one of "
             f"{', '.join(PARAMETRIZATIONS)}."
         )
-    if backend != "pymc":
-        if backend not in _BACKEND_MODULES:
-            raise ValueError(f"unknown backend {backend!r}; choose nutpie, pymc or numpyro.")
-        if importlib.util.find_spec(_BACKEND_MODULES[backend]) is None:
-            raise ValueError(
-                f"backend {backend!r} is not installed; `pip install {backend}` or use "
-                "backend='pymc'."
-            )
+    check_backend(backend)
     if ard and parametrization == "marginal":
         raise ValueError(
             "the marginal parametrisation has one shared sigma; for ARD use "

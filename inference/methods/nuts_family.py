@@ -50,15 +50,10 @@ from hyperbayes.inference.methods.family_draws import (
     full_scales,
 )
 from hyperbayes.inference.methods.family_summary import summary_from_draws
-from hyperbayes.inference.methods.nuts import (
-    AUXILIARY_DIMS,
-    _check_complete,
-    _check_options,
-    default_target_accept,
-)
+from hyperbayes.inference.methods.nuts import AUXILIARY_DIMS, default_target_accept
 from hyperbayes.inference.methods.nuts_draws import AUX_NAME
+from hyperbayes.inference.methods.nuts_sampling import Backend, check_backend, sample_model
 from hyperbayes.inference.methods.results import MethodSummary, RunOptions
-from hyperbayes.inference.methods.sampler_interrupts import propagate_interrupts
 from hyperbayes.models.family_builders import hierarchical_family, marginal_family
 from hyperbayes.models.family_stats import FamilyStats, family_stats
 from hyperbayes.models.hyperpriors import OptionError
@@ -67,7 +62,6 @@ from hyperbayes.models.specification import ModelSpec
 __all__ = ["FamilyNutsResult", "family_target_accept", "nuts_family", "run_family"]
 
 Route = Literal["marginal", "noncentered", "centered"]
-Backend = Literal["nutpie", "pymc", "numpyro"]
 
 ROUTES = ("marginal", "noncentered", "centered")
 
@@ -181,7 +175,7 @@ def nuts_family(
     """
     if model not in ROUTES:
         raise OptionError(f"unknown model {model!r}; choose one of {', '.join(ROUTES)}.")
-    _check_options(model, backend, False)  # the backend: known and installed
+    check_backend(backend)
     _check_spec(spec, model=model, draws=draws, tune=tune, chains=chains,
                 beta_prior_sd=beta_prior_sd)
     start = time.perf_counter()
@@ -193,8 +187,8 @@ def nuts_family(
     else:
         pm_model = hierarchical_family(spec, parametrization=model, beta_prior_sd=beta_prior_sd)
     accept = target_accept or family_target_accept(spec, model=model, backend=backend)
-    raw = _sample_model(pm_model, draws=draws, tune=tune, chains=chains, cores=cores, seed=seed,
-                        target_accept=accept, backend=backend, progress=progress)
+    raw = sample_model(pm_model, draws=draws, tune=tune, chains=chains, cores=cores, seed=seed,
+                       target_accept=accept, backend=backend, progressbar=progress)
     scales = _scale_draws(spec, raw)
     if model == "marginal":
         sig, noise = full_scales(spec, _learned_matrix(spec, scales), scales.get("noise"))
@@ -258,26 +252,6 @@ def family_target_accept(spec: ModelSpec, *, model: str, backend: str) -> float:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _sample_model(model, *, draws, tune, chains, cores, seed, target_accept, backend, progress):
-    """``pm.sample`` of ``model`` the way :func:`~hyperbayes.inference.methods.nuts.sample_posterior`
-    calls it: interrupts raised again, no convergence checks (diagnose() does them), a partial
-    sample refused."""
-    with model, propagate_interrupts() as watch:
-        tree = pm.sample(
-            draws=draws, tune=tune, chains=chains, cores=cores, random_seed=seed,
-            target_accept=target_accept, nuts_sampler=backend, progressbar=progress,
-            compute_convergence_checks=False,
-            callback=watch.check if backend == "pymc" else None,
-        )
-    post = tree["posterior"]
-    if "sigma" in post:
-        _check_complete(tree, draws=draws, chains=chains)
-    else:  # only the noise is learned: check it in sigma's place
-        _check_complete(xr.DataTree.from_dict({"posterior": post.to_dataset().rename(
-            {"noise": "sigma"})}), draws=draws, chains=chains)
-    return tree
 
 
 def _learned(spec: ModelSpec) -> list[str]:

@@ -12,7 +12,8 @@ the data are one when ``data`` is already a ModelSpec or when any model option i
 centring), every learned scale without a prior gets the data-scaled default
 (:func:`~hyperbayes.models.family_priors.with_default_priors`), and the methods are the family
 versions (``FAMILY_METHODS``). The rows must be in memory (a DataFrame, a Dataset or one CSV
-file); streamed sources are refused with an :class:`OptionError`.
+file); streamed sources are refused with an :class:`OptionError`. The ModelSpec and options of
+a family run are built in :mod:`hyperbayes.inference.workflow.family_run`.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from typing import Any
 
 from hyperbayes.inference.methods.results import MethodSummary, RunOptions
 from hyperbayes.inference.workflow.compare import Comparison, run_comparison
-from hyperbayes.inference.workflow.data_sources import dataset_from_frame, read_data, read_frame
+from hyperbayes.inference.workflow.data_sources import dataset_from_frame, read_data
+from hyperbayes.inference.workflow.family_run import family_run, is_frame
 from hyperbayes.inference.workflow.registry import get_runner
-from hyperbayes.models.data import Centering, DataError, Dataset
-from hyperbayes.models.family_priors import default_group_prior, with_default_priors
+from hyperbayes.models.data import Centering, Dataset
 from hyperbayes.models.hyperpriors import (
     Hyperprior,
     OptionError,
@@ -36,7 +37,7 @@ from hyperbayes.models.hyperpriors import (
     default_hyperpriors,
     parse_hyperprior,
 )
-from hyperbayes.models.specification import ModelSpec, specify
+from hyperbayes.models.specification import ModelSpec
 from hyperbayes.models.streaming import FOLDS as DEFAULT_FOLDS  # = cross_validation's default
 from hyperbayes.models.streaming import StreamedData
 
@@ -172,11 +173,10 @@ def prepare_run(
         if chunk_rows is not None or dask or scheduler:
             raise OptionError("a family run (a formula or model option) reads its rows into memory; "
                               "drop chunk_rows / dask / scheduler.")
-        spec = _family_spec(data, target=target, intercept=intercept, noise=noise, ard=ard,
-                            noise_prior=noise_prior, model=model)
-        spec = with_default_priors(spec, group_prior=hyperprior, noise_prior=noise_prior)
-        options = _family_options(spec, hyperprior, seed=seed, draws=draws, chains=chains,
-                                  progress=progress, convention=convention or "reml")
+        spec, options = family_run(data, model=model, target=target, intercept=intercept,
+                                   hyperprior=hyperprior, noise=noise, noise_prior=noise_prior,
+                                   ard=ard, seed=seed, draws=draws, chains=chains,
+                                   progress=progress, convention=convention or "reml")
         return PreparedRun(spec, None, options)
     read = {"chunk_rows": chunk_rows, "folds": folds, "seed": seed, "dask": dask,
             "scheduler": scheduler}
@@ -280,128 +280,10 @@ def _as_dataset(data: Any, target: str | None, read: dict[str, Any]) -> Dataset 
                 "drop target (a Dataset knows its target)."
             )
         return data
-    if _is_frame(data):
+    if is_frame(data):
         if target is None:
             raise OptionError("a DataFrame needs target=COLUMN naming the column to predict.")
         return dataset_from_frame(data, target=target)
     raise TypeError(
         f"data must be a Dataset, a pandas DataFrame or a CSV path, not {type(data).__name__}."
     )
-
-
-def _is_frame(data: Any) -> bool:
-    return hasattr(data, "columns") and hasattr(data, "to_numpy")  # a pandas DataFrame
-
-
-def _family_spec(data: Any, *, target, intercept, noise, noise_prior, ard, model) -> ModelSpec:
-    """The ModelSpec of a family run from a ModelSpec, a DataFrame, a Dataset or a CSV path."""
-    given = [k for k, v in model.items() if v is not None]
-    if isinstance(data, ModelSpec):
-        extra = given + ["noise"] * (noise is not None) + ["ard"] * ard + ["intercept"] * (not intercept)
-        if extra or (target is not None and target != data.data.target_name):
-            raise OptionError(f"a ModelSpec already says what {extra or ['target']} would; drop "
-                              "them or pass the data instead of the spec.")
-        return data
-    if isinstance(data, StreamedData) or not (isinstance(data, str | Path | Dataset) or _is_frame(data)):
-        raise OptionError(
-            f"a formula or model option ({', '.join(given) or 'convention'}) needs the rows in "
-            f"memory (a DataFrame, a Dataset or one CSV file), not a {type(data).__name__}."
-        )
-    if _fixes_noise_clash(model["standard_errors"], noise, noise_prior):
-        raise OptionError("standard_errors fix the noise scale at 1 (omega_i = 1 / s_i^2); drop "
-                          "noise / noise_prior, or give weights= to learn a common noise scale.")
-    formula = model["formula"]
-    if formula is not None:
-        return _formula_spec(data, formula, target=target, intercept=intercept, noise=noise,
-                             ard=ard, model=model)
-    return _columns_spec(data, target=target, intercept=intercept, noise=noise, ard=ard, model=model)
-
-
-def _columns_spec(data, *, target, intercept, noise, ard, model) -> ModelSpec:
-    """Without a formula: ``specify()`` on the numeric columns, the random intercept's column
-    (text allowed) from ``categorical``, every other column penalised unless ``fixed``."""
-    if target is None and not isinstance(data, Dataset):
-        raise OptionError("without a formula, name the column to predict with target=COLUMN "
-                          "(--target), or give a formula such as 'y ~ x + (1|g)' (--formula).")
-    categorical = model["categorical"] or ()
-    if not isinstance(categorical, Mapping):
-        categorical = {c: c for c in categorical}
-    columns = [v for v in categorical.values() if isinstance(v, str)]  # the others are values
-    levels = {}
-    if isinstance(data, Dataset):
-        if target is not None and target != data.target_name:
-            raise OptionError(f"target={target!r} is not this Dataset's target "
-                              f"{data.target_name!r}; drop target.")
-        dataset = data
-    else:
-        roles = dict.fromkeys(columns, "categorical") | _roles(model) | {target: "target (--target)"}
-        source = str(data) if isinstance(data, str | Path) else "the DataFrame"
-        frame = read_frame(data, needed=roles) if isinstance(data, str | Path) else data
-        missing = [c for c in roles if c not in [str(k) for k in frame.columns]]
-        if missing:
-            raise DataError(f"column {missing[0]!r} named by {roles[missing[0]]} is not in "
-                            f"{source}; its columns are {[str(c) for c in frame.columns]}.")
-        levels = {c: frame[c].to_numpy() for c in columns}
-        dataset = dataset_from_frame(frame.drop(columns=columns), target=target, source=source)
-    categorical = {k: levels.get(v, v) if isinstance(v, str) else v for k, v in categorical.items()}
-    penalise = model["penalise"]
-    groups = ({c: (c,) for c in penalise} if ard else {"sigma": tuple(penalise)}) if penalise else None
-    return specify(dataset, fixed=tuple(model["fixed"] or ()), intercept=intercept,
-                   categorical=categorical or None, weights=model["weights"],
-                   standard_errors=model["standard_errors"], noise=noise, ard=ard, groups=groups)
-
-
-def _fixes_noise_clash(standard_errors, noise, noise_prior) -> bool:
-    return standard_errors is not None and (noise_prior is not None or noise not in (None, 1.0))
-
-
-def _roles(model, *, terms: bool = True) -> dict[str, str]:
-    """The columns named by the options, with the option that names them (for messages);
-    ``terms=False``: not ``fixed``/``penalise`` (with a formula those name terms, not columns)."""
-    out = {}
-    for key, flag in (("standard_errors", "--se"), ("weights", "--weights")):
-        if model[key] is not None:
-            out[model[key]] = f"{key} ({flag})"
-    for key, flag in (("fixed", "fixed="), ("penalise", "--penalise")) if terms else ():
-        out |= {c: f"{key} ({flag})" for c in model[key] or ()}
-    return out
-
-
-def _formula_spec(data, formula: str, *, target, intercept, noise, ard, model) -> ModelSpec:
-    from hyperbayes.models.formula import formula_columns, spec_from_formula
-
-    clash = [k for k in ("fixed", "categorical") if model[k] is not None] + ["ard"] * ard
-    if clash:
-        raise OptionError(f"the formula says which terms are fixed and which are groups; drop "
-                          f"{', '.join(clash)} (a random intercept is (1|g) in the formula).")
-    if not intercept:
-        raise OptionError("with a formula the intercept is the formula's: write '0 +' in it "
-                          "(e.g. 'y ~ 0 + x + (1|g)') instead of intercept=False (--no-intercept).")
-    if isinstance(data, Dataset):
-        import pandas as pd
-
-        frame = pd.DataFrame(data.X, columns=list(data.feature_names))
-        frame[data.target_name] = data.y
-    elif isinstance(data, str | Path):
-        columns = formula_columns(formula)  # a bad formula is reported before the file is read
-        frame = read_frame(data, needed={c: "the formula" for c in columns} | _roles(model, terms=False),
-                           only_needed=True)
-    else:
-        frame = data
-    spec = spec_from_formula(formula, frame, standard_errors=model["standard_errors"],
-                             weights=model["weights"], penalise=tuple(model["penalise"] or ()),
-                             noise=noise)
-    if target is not None and target != spec.data.target_name:
-        raise OptionError(f"the target {target!r} (--target) is not the formula's response "
-                          f"{spec.data.target_name!r}; drop --target (the formula names it).")
-    return spec
-
-
-def _family_options(spec: ModelSpec, hyperprior, **fields: Any) -> RunOptions:
-    """RunOptions of a family run: the priors live in the spec; ``hyperprior`` shows the one
-    given, else the first learned group's (the methods read the spec's, group by group)."""
-    learned = [spec.groups[k].prior for k in spec.learned_groups]
-    shown = (parse_hyperprior(hyperprior) if hyperprior is not None
-             else learned[0] if learned else default_group_prior(spec, 0))
-    return RunOptions(hyperprior=shown, noise=spec.noise,
-                      noise_prior=spec.noise_prior if spec.noise is None else None, **fields)

@@ -24,8 +24,8 @@ from pathlib import Path
 from hyperbayes.inference.methods.exact import ImproperPosteriorError
 from hyperbayes.inference.methods.results import MethodSummary
 from hyperbayes.inference.workflow.api import PreparedRun, prepare_run
+from hyperbayes.inference.workflow.cli_parser import build_parser
 from hyperbayes.inference.workflow.data_sources import read_data
-from hyperbayes.inference.workflow.demo import DEMO_DATA
 from hyperbayes.inference.workflow.interrupts import interrupted, signals_as_interrupts
 from hyperbayes.inference.workflow.registry import METHODS, get_runner
 from hyperbayes.inference.workflow.rundir import UnusableDestination
@@ -59,7 +59,7 @@ _BAD_INPUT = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hyperbayes`` console script; returns the exit code."""
-    parser = _parser()
+    parser = build_parser(fit=_cmd_fit, compare=_cmd_compare, report=_cmd_report, demo=_cmd_demo)
     args = parser.parse_args(argv)
     try:
         # SIGTERM and SIGHUP end the run as Ctrl-C does (KeyboardInterrupt; exit 130).
@@ -92,95 +92,6 @@ def _first_line(exc: BaseException) -> str:
     """The first line of an exception's message (PyMC's run to a dozen)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else "(no message)"
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="hyperbayes",
-        description="Learn the prior scale of a Bayesian linear regression five ways, "
-        "checked against the exact answer.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    fit = sub.add_parser("fit", help="run one method and print its result")
-    fit.add_argument("method", choices=list(METHODS), help="the method to run")
-    _add_data_options(fit)
-    _add_model_options(fit)
-    _add_family_options(fit)
-    fit.add_argument("--out", type=Path, help="write a run directory (summary.json, draws as netCDF)")
-    fit.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
-    fit.set_defaults(handler=_cmd_fit)
-
-    cmp_ = sub.add_parser("compare", help="run every method on the same data into a run directory")
-    _add_data_options(cmp_)
-    _add_model_options(cmp_)
-    _add_family_options(cmp_)
-    cmp_.add_argument("--methods", help=f"comma-separated subset of {','.join(METHODS)} (default all)")
-    cmp_.add_argument("--out", type=Path, required=True, help="the run directory to create")
-    cmp_.set_defaults(handler=_cmd_compare)
-
-    rep = sub.add_parser("report", help="re-render report.html of a run directory from its files")
-    rep.add_argument("run_dir", type=Path)
-    rep.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    rep.set_defaults(handler=_cmd_report)
-
-    demo = sub.add_parser("demo", help="the main job: every method on a built-in data set")
-    demo.add_argument("--data", choices=DEMO_DATA, default="diabetes",
-                      help="diabetes (default; shared sigma), eight-schools or bcg (random effects)")
-    demo.add_argument("--out", type=Path, help="run directory (default: a new hyperbayes-demo-* here)")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    demo.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    demo.set_defaults(handler=_cmd_demo)
-
-    from hyperbayes.inference.workflow import cli_sbc, simulate_data
-
-    simulate_data.add_parser(sub)  # hyperbayes simulate --rows N --features D --out FILE.parquet
-    cli_sbc.add_sbc_parser(sub)  # hyperbayes sbc --method M --sims K [--draws L] [--out DIR]
-    return parser
-
-
-def _add_data_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--data",
-        help="CSV file with a header row, or a Parquet file, directory or glob (streamed in "
-        "chunks; so is a CSV over 64 MiB) (default: built-in diabetes data)",
-    )
-    p.add_argument("--target", help="name of the target column in --data (not needed with --formula)")
-    p.add_argument("--no-intercept", action="store_true", help="do not centre X and y")
-    p.add_argument("--chunk-rows", type=int, help="rows per chunk when --data is streamed")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--dask", action="store_true", help="read --data on a Dask LocalCluster here")
-    where.add_argument("--scheduler", help="read --data on the Dask cluster at this ADDRESS")
-
-
-def _add_model_options(p: argparse.ArgumentParser) -> None:
-    noise = p.add_mutually_exclusive_group()
-    noise.add_argument("--noise", type=float, help="known noise standard deviation delta")
-    noise.add_argument("--learn-noise", action="store_true", help="learn delta (the default)")
-    p.add_argument("--noise-prior", help="prior on delta when learned (default: halfnormal:sd(y))")
-    p.add_argument("--hyperprior", help="prior on sigma, e.g. halfnormal:1 (default: scaled to the data)")
-    p.add_argument("--ard", action="store_true", help="one sigma per feature where supported")
-    p.add_argument("--seed", type=int, default=0, help="seed for every random step (default 0)")
-    p.add_argument("--draws", type=int, help="draws per chain for the samplers")
-    p.add_argument("--chains", type=int, help="number of chains for the samplers")
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
-
-
-def _add_family_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--formula", help='model formula, e.g. "y ~ age + C(sex) + (1|site)": plain terms '
-                   "fixed, (1|g) a random intercept (then --target is not needed)")
-    known = p.add_mutually_exclusive_group()
-    known.add_argument("--se", metavar="COL", help="column of known standard errors (noise fixed at 1)")
-    known.add_argument("--weights", metavar="COL", help="column of observation weights omega_i")
-    p.add_argument("--penalise", metavar="COLS", help="comma-separated terms to penalise in one group")
-    conv = p.add_mutually_exclusive_group()
-    conv.add_argument("--reml", dest="convention", action="store_const", const="reml",
-                      help="empirical Bayes by restricted likelihood (the default of a family run)")
-    conv.add_argument("--ml", dest="convention", action="store_const", const="ml",
-                      help="empirical Bayes by profile (maximum) likelihood")
-    p.set_defaults(convention=None)  # either flag makes a family run (see prepare_run)
 
 
 def _family_options(args: argparse.Namespace) -> dict | None:
