@@ -74,6 +74,8 @@ _EXPORTS: dict[str, str] = {
     "empirical_bayes_family": f"{_METH}.empirical_bayes_family",
     "FamilyEBResult": f"{_METH}.empirical_bayes_family",
     "exact_family_posterior": f"{_METH}.exact_family",
+    "nuts_family": f"{_METH}.nuts_family",
+    "FamilyNutsResult": f"{_METH}.nuts_family",
     "FamilyPosterior": f"{_METH}.exact_family",
     "diagnose": f"{_METH}.diagnostics",
     "Diagnostics": f"{_METH}.diagnostics",

@@ -35,6 +35,8 @@ __all__ = [
     "marginal_likelihood_curve",
     "sigma_posteriors",
     "smc_evidence",
+    "scale_posterior",
+    "shrinkage_plot",
 ]
 
 
@@ -279,3 +281,16 @@ def _hoag_panel(ax, hoag: dict[str, Any], cv: dict[str, Any]) -> None:
     ax.set_ylabel("held-out error of the one split")
     ax.set_title("HOAG on one split (the first fold held out)")
     ax.legend(fontsize=8)
+
+
+#: The family's figures live in ``family_figures`` (which imports this module); they are
+#: reachable here too, so a notebook finds every figure as ``hb.figures.NAME``.
+_FAMILY_FIGURES = ("scale_posterior", "shrinkage_plot")
+
+
+def __getattr__(name: str):
+    if name in _FAMILY_FIGURES:
+        from hyperbayes.inference.workflow import family_figures
+
+        return getattr(family_figures, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
