@@ -35,8 +35,6 @@ __all__ = [
     "marginal_likelihood_curve",
     "sigma_posteriors",
     "smc_evidence",
-    "scale_posterior",
-    "shrinkage_plot",
 ]
 
 
@@ -286,6 +284,10 @@ def _hoag_panel(ax, hoag: dict[str, Any], cv: dict[str, Any]) -> None:
 #: The family's figures live in ``family_figures`` (which imports this module); they are
 #: reachable here too, so a notebook finds every figure as ``hb.figures.NAME``.
 _FAMILY_FIGURES = ("scale_posterior", "shrinkage_plot")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_FAMILY_FIGURES])
 
 
 def __getattr__(name: str):
