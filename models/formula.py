@@ -95,6 +95,7 @@ def spec_from_formula(
     noise: float | None = None,
     noise_prior: Hyperprior | str | None = None,
     prior: Hyperprior | str | None = None,
+    fixed_prior: float | None = None,
 ) -> ModelSpec:
     """Build a :class:`ModelSpec` from a formula and a data frame (MATH.md section 7).
 
@@ -119,6 +120,8 @@ def spec_from_formula(
         Hyperprior of a learned noise scale (for the Bayesian methods).
     prior : Hyperprior or str, optional
         Hyperprior of every learned group scale.
+    fixed_prior : float, optional
+        s: the prior N(0, s^2) on the fixed effects, intercept included (as in :func:`specify`).
 
     Returns
     -------
@@ -181,7 +184,7 @@ def spec_from_formula(
         groups=[Group(PENALISED_GROUP, shrunk, prior=prior)] if shrunk else [],
         categorical={parsed.group: codes_name} if factor is not None else None,
         weights=weights, standard_errors=standard_errors, noise=noise,
-        noise_prior=noise_prior, prior=prior,
+        noise_prior=noise_prior, prior=prior, fixed_prior=fixed_prior,
     )
     if factor is None:
         return spec

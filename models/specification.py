@@ -96,6 +96,8 @@ class ModelSpec:
         Hyperprior on delta when learned (for the Bayesian methods).
     standard_errors : bool
         Whether ``obs_weights`` came from known standard errors.
+    fixed_prior_sd : float or None
+        s when the fixed effects have the prior N(0, s^2) as group ``"fixed"`` (``fixed_prior``).
     """
 
     data: Dataset
@@ -107,6 +109,7 @@ class ModelSpec:
     noise: float | None
     noise_prior: Hyperprior | None
     standard_errors: bool = False
+    fixed_prior_sd: float | None = None
     _column_index: dict[str, int] = field(default_factory=dict, repr=False)
 
     @property
@@ -190,6 +193,7 @@ def specify(
     noise_prior: Hyperprior | str | None = None,
     ard: bool = False,
     prior: Hyperprior | str | None = None,
+    fixed_prior: float | None = None,
 ) -> ModelSpec:
     """Validate and build a :class:`ModelSpec` (MATH.md section 7).
 
@@ -219,6 +223,8 @@ def specify(
         With ``groups=None``: one group per column instead of one shared group.
     prior : Hyperprior or str, optional
         Hyperprior of the default groups' scales.
+    fixed_prior : float, optional
+        s: the prior N(0, s^2) on the fixed effects, intercept included (``models.fixed_prior``).
 
     Raises
     ------
@@ -275,6 +281,9 @@ def specify(
         standard_errors=se, _column_index={c: j for j, c in enumerate(names)},
     )
     _check_fixed_rank(spec)
+    if fixed_prior is not None:
+        from hyperbayes.models.fixed_prior import with_fixed_prior  # (it imports this module)
+        spec = with_fixed_prior(spec, fixed_prior)
     return spec
 
 

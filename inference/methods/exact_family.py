@@ -35,7 +35,7 @@ from hyperbayes.inference.methods.family_draws import (
     family_datatree,
     fixed_names,
 )
-from hyperbayes.inference.methods.family_summary import summary_from_estimates
+from hyperbayes.inference.methods.family_summary import evidence_note, summary_from_estimates
 from hyperbayes.inference.methods.results import MethodSummary
 from hyperbayes.models.family_stats import FamilyStats, family_stats
 from hyperbayes.models.specification import ModelSpec
@@ -307,8 +307,9 @@ def run_family(spec: ModelSpec, options) -> MethodSummary:
         "scale_sd": dict(zip(names, post.scale_sd.tolist(), strict=True)),
         "quadrature_error": post.quadrature_error,
         "log_scale_density": densities,
-        "evidence_note": "p(y) under a flat prior on the fixed effects (Lebesgue measure): "
-        "compare evidences only between models with the same fixed effects.",
+        "evidence_note": evidence_note(spec, flat="p(y) under a flat prior on the fixed effects "
+                                       "(Lebesgue measure): compare evidences only between "
+                                       "models with the same fixed effects."),
     }
     if spec.noise is None:
         j = names.index("noise")
@@ -318,7 +319,7 @@ def run_family(spec: ModelSpec, options) -> MethodSummary:
         noise = spec.noise
     return summary_from_estimates(
         "exact", spec, sigmas=sigmas, noise=noise, beta=post.beta_mean,
-        beta_se=np.sqrt(np.diag(post.beta_cov)), w=post.w_mean, u_mean=post.u_mean,
-        u_sd=post.u_sd, sigma_intervals=intervals, log_evidence=post.log_evidence,
+        beta_se=np.sqrt(np.diag(post.beta_cov)), w=post.w_mean, w_se=np.sqrt(np.diag(post.w_cov)),
+        u_mean=post.u_mean, u_sd=post.u_sd, sigma_intervals=intervals, log_evidence=post.log_evidence,
         extra=extra, draws=tree, wall_time=time.perf_counter() - start,
     )

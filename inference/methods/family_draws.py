@@ -17,6 +17,11 @@ variable     dims                  what
 ``u``        the factor's name     each level's deviation u_l (e.g. ``school``)
 ``theta``    the factor's name     Intercept + u_l, the level's mean (with an intercept)
 ===========  ====================  ==========================================
+
+Under a proper prior on the fixed effects (:func:`~hyperbayes.models.fixed_prior.with_fixed_prior`)
+they are the penalised group ``"fixed"`` of the spec, but the tree shows them as without it:
+``beta`` holds that group's coefficients (``Intercept``, covariates), ``w`` the other dense
+weights, ``sigma`` only the learned scales, and ``theta`` is again Intercept + u_l.
 """
 
 from __future__ import annotations
@@ -28,18 +33,21 @@ from numpy.typing import NDArray
 
 from hyperbayes.inference.mathematics.family_likelihood import Layout, family_terms, layout_of
 from hyperbayes.models.family_stats import FamilyStats
+from hyperbayes.models.fixed_prior import INTERCEPT_COLUMN, fixed_prior_group
 from hyperbayes.models.specification import ModelSpec
 
 __all__ = [
     "INTERCEPT_NAME",
     "draw_coefficients",
     "family_datatree",
+    "fixed_effect_mask",
+    "fixed_effect_names",
     "fixed_names",
     "full_scales",
 ]
 
 #: The name of the intercept among the fixed effects (formulae's and Bambi's word).
-INTERCEPT_NAME = "Intercept"
+INTERCEPT_NAME = INTERCEPT_COLUMN
 
 _CHUNK_FLOATS = 4_000_000  # bounds the batch of scale settings evaluated at once
 
@@ -47,6 +55,19 @@ _CHUNK_FLOATS = 4_000_000  # bounds the batch of scale settings evaluated at onc
 def fixed_names(spec: ModelSpec) -> tuple[str, ...]:
     """Names of the fixed effects, the intercept first."""
     return ((INTERCEPT_NAME,) if spec.intercept else ()) + tuple(spec.fixed)
+
+
+def fixed_effect_names(spec: ModelSpec) -> tuple[str, ...]:
+    """The fixed effects as results present them, the intercept first: the columns of F, or
+    under a proper prior on them the columns of the group ``"fixed"``."""
+    k = fixed_prior_group(spec)
+    return fixed_names(spec) if k is None else spec.groups[k].columns
+
+
+def fixed_effect_mask(spec: ModelSpec) -> NDArray[np.bool_]:
+    """Which dense columns are fixed effects under a proper prior (all False without one)."""
+    k = fixed_prior_group(spec)
+    return spec.group_of_dense_column() == (-1 if k is None else k)
 
 
 def full_scales(spec: ModelSpec, learned: NDArray, noise: NDArray | None = None):
@@ -159,20 +180,24 @@ def family_datatree(
         dims["sigma"], coords["group"] = ["group"], learned
     if spec.noise is None:
         posterior["noise"] = shaped(scales["noise"])
-    names = fixed_names(spec)
+    names = fixed_effect_names(spec)
+    prior = fixed_effect_mask(spec)  # a proper prior's fixed effects: moved from w to beta
     if names:
-        posterior["beta"] = shaped(coefficients["beta"])
+        beta = np.asarray(coefficients["w"])[:, prior] if prior.any() else coefficients["beta"]
+        posterior["beta"] = shaped(beta)
         dims["beta"], coords["fixed"] = ["fixed"], list(names)
-    if spec.dense_columns:
-        posterior["w"] = shaped(coefficients["w"])
-        dims["w"], coords["feature"] = ["feature"], list(spec.dense_columns)
+    dense = [c for c, p in zip(spec.dense_columns, prior, strict=True) if not p]
+    if dense:
+        posterior["w"] = shaped(np.asarray(coefficients["w"])[:, ~prior])
+        dims["w"], coords["feature"] = ["feature"], dense
     if spec.factor is not None and "u" in coefficients:
         dim = spec.factor.name
         coords[dim] = [str(level) for level in spec.factor.levels]
         posterior["u"] = shaped(coefficients["u"])
         dims["u"] = [dim]
-        if spec.intercept:
-            posterior["theta"] = posterior["u"] + posterior["beta"][..., :1]
+        if INTERCEPT_NAME in names and (spec.intercept or prior.any()):
+            j = names.index(INTERCEPT_NAME)
+            posterior["theta"] = posterior["u"] + posterior["beta"][..., j:j + 1]
             dims["theta"] = [dim]
     groups = {"posterior": posterior}
     if sample_stats:

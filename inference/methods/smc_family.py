@@ -49,7 +49,7 @@ from hyperbayes.inference.methods.family_draws import (
     family_datatree,
     full_scales,
 )
-from hyperbayes.inference.methods.family_summary import summary_from_draws
+from hyperbayes.inference.methods.family_summary import evidence_note, summary_from_draws
 from hyperbayes.inference.methods.results import MethodSummary, RunOptions
 from hyperbayes.inference.methods.smc import THRESHOLD
 from hyperbayes.inference.methods.smc_kernel import StageEssIMH, StageEssMH
@@ -91,7 +91,6 @@ EVIDENCE_NOTE = (
     "defined only up to that prior's constant, so compare it only between models with the "
     "same fixed effects in the same units."
 )
-_NOTE_NO_FIXED = "p(y) of a model without fixed effects: a proper evidence."
 
 _EXACT_MAX_SCALES = 2  # the exact oracle integrates over at most this many unknown scales
 
@@ -290,7 +289,7 @@ def run_family(spec: ModelSpec, options: RunOptions) -> MethodSummary:
         progress=options.progress,
     )
     diagnostics = diagnose(result.tree)
-    note = EVIDENCE_NOTE if spec.n_fixed else _NOTE_NO_FIXED
+    note = evidence_note(spec, flat=EVIDENCE_NOTE)  # a proper prior on beta: a true p(y)
     extra: dict[str, Any] = {
         "log_evidence_se": result.log_evidence_se, "n_stages": max(result.n_stages),
         "chain_n_stages": list(result.n_stages),

@@ -8,7 +8,7 @@ as from ``hyperbayes fit`` and ``hyperbayes compare``.
 A *family run* (MATH.md section 7) is one on a :class:`~hyperbayes.models.specification.ModelSpec`:
 the data are one when ``data`` is already a ModelSpec or when any model option is given (a
 ``formula`` such as ``"y ~ age + (1|site)"``, ``standard_errors``, ``weights``, ``penalise``,
-``fixed``, ``categorical``, or a ``convention``). Then the intercept is a fixed effect (no
+``fixed``, ``categorical``, a ``convention`` or a ``fixed_prior``). Then the intercept is a fixed effect (no
 centring), every learned scale without a prior gets the data-scaled default
 (:func:`~hyperbayes.models.family_priors.with_default_priors`), and the methods are the family
 versions (``FAMILY_METHODS``). The rows must be in memory (a DataFrame, a Dataset or one CSV
@@ -104,6 +104,7 @@ def prepare_run(
     convention: str | None = None,
     fixed: Sequence[str] | None = None,
     categorical: Sequence[str] | Mapping[str, Any] | None = None,
+    fixed_prior: float | None = None,
 ) -> PreparedRun:
     """Validate and centre the data and build the :class:`RunOptions`, as the CLI does.
 
@@ -152,6 +153,11 @@ def prepare_run(
         Without a formula: the unpenalised covariates besides the intercept.
     categorical : sequence of column names, or mapping name -> values, optional
         Without a formula: the random intercept's column (text or integer codes).
+    fixed_prior : float, optional
+        s: a Normal(0, s^2) prior on the fixed effects, intercept included
+        (:func:`~hyperbayes.models.fixed_prior.with_fixed_prior`; a family run, also on a
+        ModelSpec), which makes the log evidence a true log p(y), comparable across models with
+        different fixed effects; the results still show them as ``fixed_effects``.
 
     Raises
     ------
@@ -167,7 +173,8 @@ def prepare_run(
     """
     model = {"formula": formula, "standard_errors": standard_errors, "weights": weights,
              "penalise": penalise, "fixed": fixed, "categorical": categorical}
-    if isinstance(data, ModelSpec) or any(v is not None for v in [*model.values(), convention]):
+    if isinstance(data, ModelSpec) or any(v is not None for v in [*model.values(), convention,
+                                                                   fixed_prior]):
         if noise is not None and noise_prior is not None:
             raise OptionError("noise_prior goes with a learned noise; drop it or drop noise.")
         if chunk_rows is not None or dask or scheduler:
@@ -176,7 +183,8 @@ def prepare_run(
         spec, options = family_run(data, model=model, target=target, intercept=intercept,
                                    hyperprior=hyperprior, noise=noise, noise_prior=noise_prior,
                                    ard=ard, seed=seed, draws=draws, chains=chains,
-                                   progress=progress, convention=convention or "reml")
+                                   progress=progress, convention=convention or "reml",
+                                   fixed_prior=fixed_prior)
         return PreparedRun(spec, None, options)
     read = {"chunk_rows": chunk_rows, "folds": folds, "seed": seed, "dask": dask,
             "scheduler": scheduler}
@@ -219,7 +227,7 @@ def fit(method: str, data: Dataset | Any, **options: Any) -> MethodSummary:
         The keyword options of :func:`prepare_run` (``target``, ``intercept``, ``hyperprior``,
         ``noise``, ``noise_prior``, ``ard``, ``seed``, ``draws``, ``chains``, ``progress``;
         for a family run ``formula``, ``standard_errors``, ``weights``, ``penalise``,
-        ``convention``, ``fixed``, ``categorical``).
+        ``convention``, ``fixed``, ``categorical``, ``fixed_prior``).
 
     Returns
     -------
@@ -253,7 +261,8 @@ def compare(
         A subset of ``hyperbayes.METHODS``, in the order to run them; default all.
     **options
         The keyword options of :func:`prepare_run` (a ``formula`` or another model option
-        makes it a family run: one column per group scale).
+        makes it a family run: one column per group scale; ``fixed_prior`` makes its log
+        evidence a true p(y)).
 
     Returns
     -------

@@ -1,8 +1,8 @@
 """The ``hyperbayes`` command: parse, run a method (or the comparison), print, map errors.
 
 A model formula or a model option (``--formula "y ~ x + (1|g)"``, ``--se COL``, ``--weights
-COL``, ``--penalise COLS``, ``--reml`` / ``--ml``) makes it a family run on a model specification (see
-:mod:`hyperbayes.inference.workflow.api`).
+COL``, ``--penalise COLS``, ``--reml`` / ``--ml``, ``--fixed-prior SD``) makes it a family run
+on a model specification (see :mod:`hyperbayes.inference.workflow.api`).
 
 Exit codes: 0 success (a degenerate optimum is a finding, not a failure); 1 a method failed
 while running; 2 bad input (data, options, an output directory that exists or cannot be
@@ -99,14 +99,15 @@ def _family_options(args: argparse.Namespace) -> dict | None:
     penalise = [c.strip() for c in args.penalise.split(",") if c.strip()] if args.penalise else None
     given = {"formula": args.formula, "standard_errors": args.se, "weights": args.weights,
              "penalise": penalise}
-    if all(v is None for v in [*given.values(), args.convention]):
+    if all(v is None for v in [*given.values(), args.convention, args.fixed_prior]):
         return None
     if args.se and (args.noise is not None or args.learn_noise or args.noise_prior):
         raise UsageError("--se fixes the noise scale at 1 (omega_i = 1 / s_i^2); drop --noise / "
                          "--learn-noise / --noise-prior, or use --weights to learn a noise scale.")
     if args.data is None and args.target is not None:
         raise UsageError("--target needs --data (the built-in data's target is fixed).")
-    return given | {"convention": args.convention, "target": args.target}
+    return given | {"convention": args.convention, "target": args.target,
+                    "fixed_prior": args.fixed_prior}
 
 
 def load_data(args: argparse.Namespace) -> Dataset | StreamedData:

@@ -121,3 +121,6 @@ def _add_family_options(p: argparse.ArgumentParser) -> None:
     conv.add_argument("--ml", dest="convention", action="store_const", const="ml",
                       help="empirical Bayes by profile (maximum) likelihood")
     p.set_defaults(convention=None)  # either flag makes a family run (see prepare_run)
+    p.add_argument("--fixed-prior", type=float, metavar="SD",
+                   help="Normal(0, SD^2) prior on the fixed effects, intercept included: makes "
+                   "log p(y) a true evidence")

@@ -11,7 +11,10 @@ unknown scales, each with a proper prior.
 
 The log evidence is p(y) with a flat prior on the fixed effects (Lebesgue measure): it is
 defined up to that prior's constant, so compare it only between models with the same fixed
-effects (:data:`EVIDENCE_NOTE`).
+effects (:data:`EVIDENCE_NOTE`). Under a proper N(0, s^2) prior on the fixed effects
+(:func:`~hyperbayes.models.fixed_prior.with_fixed_prior`) it is a true p(y), comparable across
+models with different fixed effects (:func:`evidence_caption`); the table then shows the fixed
+effects as such, not their group's known scale.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hyperbayes.inference.methods.arviz_io import INTERVAL_PROB
-from hyperbayes.inference.methods.family_draws import fixed_names
+from hyperbayes.inference.methods.family_draws import fixed_effect_names
 from hyperbayes.inference.methods.results import MethodSummary, RunOptions, json_safe
 from hyperbayes.inference.workflow.compare import Comparison, Status, message_items
 from hyperbayes.inference.workflow.family_oracle import (
@@ -39,6 +42,7 @@ from hyperbayes.inference.workflow.family_oracle import (
 from hyperbayes.inference.workflow.family_shrinkage import Shrinkage, shrinkage
 from hyperbayes.inference.workflow.method_runs import run_isolated
 from hyperbayes.inference.workflow.registry import FAMILY_METHODS, get_runner
+from hyperbayes.models.fixed_prior import fixed_prior_group
 from hyperbayes.models.specification import ModelSpec
 
 if TYPE_CHECKING:
@@ -48,6 +52,7 @@ __all__ = [
     "EVIDENCE_NOTE",
     "FamilyComparison",
     "FamilyRow",
+    "evidence_caption",
     "exact_not_applicable",
     "family_table_html",
     "run_family_comparison",
@@ -62,6 +67,19 @@ EVIDENCE_NOTE = (
     "uncertainty in the scales; with the ML convention (a profile likelihood) it is not shown."
 )
 _Z = 1.959963984540054
+
+
+def evidence_caption(spec: ModelSpec) -> str:
+    """The caption of the table's log evidence for ``spec``: :data:`EVIDENCE_NOTE`, or under a
+    proper prior on the fixed effects (``spec.fixed_prior_sd``) what makes it a true p(y)."""
+    if spec.fixed_prior_sd is None:
+        return EVIDENCE_NOTE
+    return (
+        f"Log evidence: a true log p(y), under the N(0, {spec.fixed_prior_sd:g}^2) prior on the "
+        "fixed effects (intercept included), so it is comparable across models with different "
+        "fixed effects. For empirical Bayes it is the maximised log p(y | scales_hat), which is "
+        "higher than the evidence because it does not pay for the uncertainty in the scales."
+    )
 
 
 @dataclass(frozen=True)
@@ -144,7 +162,7 @@ class FamilyComparison(Comparison):
         items = message_items(table)
         notes = "<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>" if items else ""
         legend = (f"<p><small>{html.escape(FAMILY_ORACLE_NOTE)} "
-                  f"{html.escape(EVIDENCE_NOTE)}</small></p>")
+                  f"{html.escape(evidence_caption(self.spec))}</small></p>")
         return head + family_table_html(table) + legend + notes
 
     def to_pandas(self) -> pd.DataFrame:
@@ -159,8 +177,8 @@ class FamilyComparison(Comparison):
         """
         import pandas as pd
 
-        groups = [g.name for g in self.spec.groups]
-        fixed = list(fixed_names(self.spec))
+        groups = [g.name for g in self.spec.groups if g.name not in _prior_groups(self.spec)]
+        fixed = list(fixed_effect_names(self.spec))
         quantities = family_quantities(self.spec)
         records = []
         for r in self.rows:
@@ -203,8 +221,9 @@ class FamilyComparison(Comparison):
             "model": spec.describe(),
             "groups": [g.name for g in spec.groups],
             "scales": list(self.scales),
-            "fixed": list(fixed_names(spec)),
-            "evidence_note": EVIDENCE_NOTE,
+            "fixed": list(fixed_effect_names(spec)),
+            "fixed_prior_sd": spec.fixed_prior_sd,
+            "evidence_note": evidence_caption(spec),
             "table": [r.to_json() for r in self.rows],
             "methods": {m: s.to_json() for m, s in self.results.items()},
             "shrinkage": self.shrinkage.to_json() if self.shrinkage is not None else None,
@@ -273,6 +292,12 @@ def exact_not_applicable(spec: ModelSpec) -> str | None:
         return (f"the exact oracle needs a hyperprior on every learned scale; {', '.join(missing)} "
                 "has none: give priors (e.g. with_default_priors(spec)).")
     return None
+
+
+def _prior_groups(spec: ModelSpec) -> tuple[str, ...]:
+    """The group that holds the fixed effects under a proper prior (shown as fixed effects)."""
+    k = fixed_prior_group(spec)
+    return () if k is None else (spec.groups[k].name,)
 
 
 def _row(s: MethodSummary, elapsed: float) -> FamilyRow:

@@ -197,5 +197,5 @@ def _table(summary: dict[str, Any]) -> str:
         + '<p class="small">Each group\'s scale with its 95% interval (posterior for the '
         "samplers, Laplace in the log scale for empirical Bayes; a scale at 0 is a boundary "
         "solution); fixed effects as estimate ± standard error (posterior sd for the samplers). "
-        f"{html.escape(EVIDENCE_NOTE)} {html.escape(FAMILY_ORACLE_NOTE)}</p>"
+        f"{html.escape(summary.get('evidence_note') or EVIDENCE_NOTE)} {html.escape(FAMILY_ORACLE_NOTE)}</p>"
     )

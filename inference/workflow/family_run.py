@@ -2,11 +2,12 @@
 
 :func:`~hyperbayes.inference.workflow.api.prepare_run` makes a family run when ``data`` is
 already a :class:`~hyperbayes.models.specification.ModelSpec` or when any model option is given
-(a ``formula``, ``standard_errors``, ``weights``, ``penalise``, ``fixed``, ``categorical``, or a
-``convention``); :func:`family_run` turns those options into the ModelSpec (by
+(a ``formula``, ``standard_errors``, ``weights``, ``penalise``, ``fixed``, ``categorical``, a
+``convention`` or a ``fixed_prior``); :func:`family_run` turns those options into the ModelSpec (by
 :func:`~hyperbayes.models.formula.spec_from_formula` for a formula, by
 :func:`~hyperbayes.models.specification.specify` on the columns otherwise), fills the data-scaled
-default prior of every learned scale that has none
+default prior of every learned scale that has none (after ``fixed_prior``, a Normal prior on the
+fixed effects, :func:`~hyperbayes.models.fixed_prior.with_fixed_prior`)
 (:func:`~hyperbayes.models.family_priors.with_default_priors`) and builds the
 :class:`~hyperbayes.inference.methods.results.RunOptions`. The rows must be in memory (a
 DataFrame, a Dataset or one CSV file).
@@ -22,6 +23,7 @@ from hyperbayes.inference.methods.results import RunOptions
 from hyperbayes.inference.workflow.data_sources import dataset_from_frame, read_frame
 from hyperbayes.models.data import DataError, Dataset
 from hyperbayes.models.family_priors import default_group_prior, with_default_priors
+from hyperbayes.models.fixed_prior import with_fixed_prior
 from hyperbayes.models.hyperpriors import Hyperprior, OptionError, parse_hyperprior
 from hyperbayes.models.specification import ModelSpec, specify
 from hyperbayes.models.streaming import StreamedData
@@ -44,6 +46,7 @@ def family_run(
     chains: int | None,
     progress: bool,
     convention: str,
+    fixed_prior: float | None = None,
 ) -> tuple[ModelSpec, RunOptions]:
     """The ModelSpec (with default priors filled in) and RunOptions of a family run.
 
@@ -60,6 +63,9 @@ def family_run(
         As for :func:`~hyperbayes.inference.workflow.api.prepare_run`.
     convention : {"reml", "ml"}
         Empirical Bayes's likelihood (in the RunOptions).
+    fixed_prior : float, optional
+        s: the prior N(0, s^2) on the fixed effects, intercept included (a ModelSpec given as
+        ``data`` gets it too), so that the evidence is a true p(y).
 
     Returns
     -------
@@ -73,10 +79,11 @@ def family_run(
     DataError
         A column named by an option is missing, a bad formula, unusable values.
     OptionError
-        Options that contradict each other or the spec, or data that are not in memory.
+        Options that contradict each other or the spec, or data that are not in memory, or a
+        ``fixed_prior`` that is not a positive number.
     """
     spec = _family_spec(data, target=target, intercept=intercept, noise=noise, ard=ard,
-                        noise_prior=noise_prior, model=model)
+                        noise_prior=noise_prior, model=model, fixed_prior=fixed_prior)
     spec = with_default_priors(spec, group_prior=hyperprior, noise_prior=noise_prior)
     options = _family_options(spec, hyperprior, seed=seed, draws=draws, chains=chains,
                               progress=progress, convention=convention)
@@ -88,7 +95,8 @@ def is_frame(data: Any) -> bool:
     return hasattr(data, "columns") and hasattr(data, "to_numpy")
 
 
-def _family_spec(data: Any, *, target, intercept, noise, noise_prior, ard, model) -> ModelSpec:
+def _family_spec(data: Any, *, target, intercept, noise, noise_prior, ard, model,
+                 fixed_prior) -> ModelSpec:
     """The ModelSpec of a family run from a ModelSpec, a DataFrame, a Dataset or a CSV path."""
     given = [k for k, v in model.items() if v is not None]
     if isinstance(data, ModelSpec):
@@ -96,7 +104,7 @@ def _family_spec(data: Any, *, target, intercept, noise, noise_prior, ard, model
         if extra or (target is not None and target != data.data.target_name):
             raise OptionError(f"a ModelSpec already says what {extra or ['target']} would; drop "
                               "them or pass the data instead of the spec.")
-        return data
+        return data if fixed_prior is None else with_fixed_prior(data, fixed_prior)
     if isinstance(data, StreamedData) or not (isinstance(data, str | Path | Dataset) or is_frame(data)):
         raise OptionError(
             f"a formula or model option ({', '.join(given) or 'convention'}) needs the rows in "
@@ -108,11 +116,12 @@ def _family_spec(data: Any, *, target, intercept, noise, noise_prior, ard, model
     formula = model["formula"]
     if formula is not None:
         return _formula_spec(data, formula, target=target, intercept=intercept, noise=noise,
-                             ard=ard, model=model)
-    return _columns_spec(data, target=target, intercept=intercept, noise=noise, ard=ard, model=model)
+                             ard=ard, model=model, fixed_prior=fixed_prior)
+    return _columns_spec(data, target=target, intercept=intercept, noise=noise, ard=ard, model=model,
+                         fixed_prior=fixed_prior)
 
 
-def _columns_spec(data, *, target, intercept, noise, ard, model) -> ModelSpec:
+def _columns_spec(data, *, target, intercept, noise, ard, model, fixed_prior) -> ModelSpec:
     """Without a formula: ``specify()`` on the numeric columns, the random intercept's column
     (text allowed) from ``categorical``, every other column penalised unless ``fixed``."""
     if target is None and not isinstance(data, Dataset):
@@ -143,7 +152,8 @@ def _columns_spec(data, *, target, intercept, noise, ard, model) -> ModelSpec:
     groups = ({c: (c,) for c in penalise} if ard else {"sigma": tuple(penalise)}) if penalise else None
     return specify(dataset, fixed=tuple(model["fixed"] or ()), intercept=intercept,
                    categorical=categorical or None, weights=model["weights"],
-                   standard_errors=model["standard_errors"], noise=noise, ard=ard, groups=groups)
+                   standard_errors=model["standard_errors"], noise=noise, ard=ard, groups=groups,
+                   fixed_prior=fixed_prior)
 
 
 def _fixes_noise_clash(standard_errors, noise, noise_prior) -> bool:
@@ -162,7 +172,8 @@ def _roles(model, *, terms: bool = True) -> dict[str, str]:
     return out
 
 
-def _formula_spec(data, formula: str, *, target, intercept, noise, ard, model) -> ModelSpec:
+def _formula_spec(data, formula: str, *, target, intercept, noise, ard, model,
+                  fixed_prior) -> ModelSpec:
     from hyperbayes.models.formula import formula_columns, spec_from_formula
 
     clash = [k for k in ("fixed", "categorical") if model[k] is not None] + ["ard"] * ard
@@ -185,7 +196,7 @@ def _formula_spec(data, formula: str, *, target, intercept, noise, ard, model) -
         frame = data
     spec = spec_from_formula(formula, frame, standard_errors=model["standard_errors"],
                              weights=model["weights"], penalise=tuple(model["penalise"] or ()),
-                             noise=noise)
+                             noise=noise, fixed_prior=fixed_prior)
     if target is not None and target != spec.data.target_name:
         raise OptionError(f"the target {target!r} (--target) is not the formula's response "
                           f"{spec.data.target_name!r}; drop --target (the formula names it).")

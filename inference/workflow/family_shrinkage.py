@@ -34,7 +34,7 @@ from numpy.typing import NDArray
 
 from hyperbayes.inference.mathematics.family_likelihood import family_terms, layout_of
 from hyperbayes.inference.methods.arviz_io import INTERVAL_PROB
-from hyperbayes.inference.methods.family_draws import INTERCEPT_NAME
+from hyperbayes.inference.methods.family_draws import INTERCEPT_NAME, fixed_effect_names
 from hyperbayes.inference.methods.results import MethodSummary, json_safe
 from hyperbayes.models.family_stats import FamilyStats, family_stats
 from hyperbayes.models.specification import ModelSpec
@@ -191,7 +191,9 @@ def level_estimates_from_draws(
         return x.reshape(-1, x.shape[-1])
 
     c = _level_design(spec, st)
-    coef = np.column_stack([pooled("beta", spec.n_fixed), pooled("w", len(spec.dense_columns))])
+    # [beta, w] in the dense order also under a proper prior on beta (its group comes first)
+    coef = np.column_stack([pooled("beta", len(fixed_effect_names(spec))),
+                            pooled("w", len(spec.dense_columns))])
     theta = coef @ c.T + u
     tail = (1 - INTERVAL_PROB) / 2
     lower, upper = np.quantile(theta, [tail, 1 - tail], axis=0)
@@ -218,7 +220,7 @@ def shrinkage(spec: ModelSpec, results: Mapping[str, MethodSummary]) -> Shrinkag
         if summary.draws is not None:
             est = level_estimates_from_draws(spec, summary.draws, st)
         elif name in POINT_METHODS and summary.sigmas and summary.noise is not None:
-            scales = np.array([summary.sigmas[g.name] for g in spec.groups], dtype=float)
+            scales = np.array([summary.sigmas.get(g.name, g.scale) for g in spec.groups], dtype=float)
             if np.all(np.isfinite(scales)) and np.all(scales >= 0) and summary.noise > 0:
                 est = level_estimates_at_scales(spec, scales, summary.noise, st)
         if est is None:
@@ -227,6 +229,7 @@ def shrinkage(spec: ModelSpec, results: Mapping[str, MethodSummary]) -> Shrinkag
         intercept = (summary.fixed_effects or {}).get(INTERCEPT_NAME)
         if intercept is not None:
             pooled[name] = float(intercept[0])
+    # covariates besides the intercept (F's, or the fixed group's under a proper prior)
+    covariates = st.n_fixed + st.n_dense - int(INTERCEPT_NAME in fixed_effect_names(spec))
     return Shrinkage(group, spec.factor.name, raw_level_means(spec, st),
-                     adjusted=st.n_fixed_columns + st.n_dense > 0, estimates=estimates,
-                     pooled=pooled)
+                     adjusted=covariates > 0, estimates=estimates, pooled=pooled)
