@@ -24,7 +24,18 @@ from numpy.typing import NDArray
 
 from hyperbayes.models.data_checks import DataError, check_unique
 
-__all__ = ["DEFAULT_CHUNK_ROWS", "Chunk", "Columns", "ReadInfo", "iter_chunks", "resolve", "select_columns"]
+__all__ = [
+    "DEFAULT_CHUNK_ROWS",
+    "Chunk",
+    "Columns",
+    "Piece",
+    "ReadInfo",
+    "iter_chunks",
+    "iter_piece_chunks",
+    "parquet_pieces",
+    "resolve",
+    "select_columns",
+]
 
 #: Rows per chunk: 2^19 rows of 21 float64 columns is 88 MB, and a chunk exists in at most
 #: three copies at a time (pyarrow's batch, Z, Z sorted by fold), so the peak stays far below
@@ -67,6 +78,17 @@ class Chunk:
 
 
 @dataclass(frozen=True)
+class Piece:
+    """Consecutive row groups of one Parquet file: what one task of a parallel pass reads."""
+
+    file: str
+    row_groups: tuple[int, ...]
+    first_row: int  # 0-based row in its file
+    start: int  # 0-based row in the whole source (all files in order)
+    rows: int
+
+
+@dataclass(frozen=True)
 class ReadInfo:
     """How the data were read: what the report and the summary say about it."""
 
@@ -82,7 +104,12 @@ class ReadInfo:
 
     def describe(self) -> str:
         size = f"{self.bytes / 1e6:,.1f} MB" if self.bytes else "size unknown"
-        what = f"{self.files} {self.format} file(s)" if self.files else f"a {self.format} collection"
+        if not self.files:
+            what = f"a {self.format} collection"
+        elif self.format == "dask":
+            what = f"{self.files} Parquet file(s) read by Dask workers"
+        else:
+            what = f"{self.files} {self.format} file(s)"
         per = f" of <= {self.chunk_rows:,} rows" if self.chunk_rows else ""
         return (
             f"streamed: {self.rows:,} rows in {self.chunks:,} chunk(s){per} from {what} "
@@ -149,15 +176,53 @@ def iter_chunks(fmt: str, files: Sequence[Path], columns: Columns, *, chunk_rows
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}.")
     start = 0
     for path in files:
-        batches = _parquet_batches if fmt == "parquet" else _csv_batches
-        row = 0
-        for batch in batches(path, columns, chunk_rows):
-            for lo in range(0, batch.num_rows, chunk_rows):
-                piece = batch.slice(lo, chunk_rows)
-                chunk = _decode(piece, columns, str(path), row, start)
-                row += piece.num_rows
-                start += piece.num_rows
-                yield chunk
+        reader = _parquet_batches if fmt == "parquet" else _csv_batches
+        for chunk in _chunks(reader(path, columns, chunk_rows), columns, str(path), 0, start, chunk_rows):
+            start += chunk.Z.shape[0]
+            yield chunk
+
+
+def parquet_pieces(files: Sequence[Path], columns: Columns, *, min_rows: int) -> Iterator[Piece]:
+    """The files cut into pieces of whole row groups, in order, each of at least ``min_rows``
+    rows (but the last of a file) and carrying its row numbers; reads only the footers.
+
+    A piece is read by :func:`iter_piece_chunks`, so the files can be read in parallel (one
+    Dask task a piece) into the same chunks, row numbers and messages as :func:`iter_chunks`.
+    A file that cannot be read, or lacks a column, raises its DataError when it is reached:
+    the pieces before it are yielded first.
+    """
+    import pyarrow.parquet as pq
+
+    start = 0
+    for path in files:
+        pf = _parquet_file(path, pq)
+        _check_schema(path, pf.schema_arrow, columns)
+        meta = pf.metadata
+        first, group, run = 0, [], 0
+        for g in range(meta.num_row_groups):
+            group.append(g)
+            run += meta.row_group(g).num_rows
+            if run >= min_rows or (run and g == meta.num_row_groups - 1):
+                yield Piece(str(path), tuple(group), first, start, run)
+                first, start, group, run = first + run, start + run, [], 0
+
+
+def iter_piece_chunks(piece: Piece, columns: Columns, *, chunk_rows: int) -> Iterator[Chunk]:
+    """The chunks of one :class:`Piece` (at most ``chunk_rows`` rows each), validated."""
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}.")
+    path = Path(piece.file)
+    batches = _parquet_batches(path, columns, chunk_rows, row_groups=piece.row_groups)
+    yield from _chunks(batches, columns, piece.file, piece.first_row, piece.start, chunk_rows)
+
+
+def _chunks(batches, columns: Columns, file: str, row: int, start: int, chunk_rows: int) -> Iterator[Chunk]:
+    for batch in batches:
+        for lo in range(0, batch.num_rows, chunk_rows):
+            piece = batch.slice(lo, chunk_rows)
+            yield _decode(piece, columns, file, row, start)
+            row += piece.num_rows
+            start += piece.num_rows
 
 
 def file_bytes(files: Sequence[Path]) -> int:
@@ -200,12 +265,22 @@ def _parquet_file(path: Path, pq):
         raise DataError(f"{path} is not a readable Parquet file ({_short(exc)}); replace or remove it.") from None
 
 
-def _parquet_batches(path: Path, columns: Columns, chunk_rows: int):
+def _parquet_batches(path: Path, columns: Columns, chunk_rows: int, row_groups=None):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     pf = _parquet_file(path, pq)
-    schema = pf.schema_arrow
+    _check_schema(path, pf.schema_arrow, columns)
+    try:
+        yield from pf.iter_batches(batch_size=chunk_rows, row_groups=row_groups,
+                                   columns=list(columns.read), use_threads=True)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path} is not a readable Parquet file ({_short(exc)}); replace or remove it.") from None
+
+
+def _check_schema(path: Path, schema, columns: Columns) -> None:
+    import pyarrow as pa
+
     missing = [c for c in columns.read if c not in schema.names]
     if missing:
         raise DataError(
@@ -219,10 +294,6 @@ def _parquet_batches(path: Path, columns: Columns, chunk_rows: int):
                 f"{path}, column {name!r} holds {kind}, not numbers; encode it numerically or "
                 "leave it out."
             )
-    try:
-        yield from pf.iter_batches(batch_size=chunk_rows, columns=list(columns.read), use_threads=True)
-    except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{path} is not a readable Parquet file ({_short(exc)}); replace or remove it.") from None
 
 
 def _csv_batches(path: Path, columns: Columns, chunk_rows: int):
@@ -284,7 +355,24 @@ def _column(batch, name: str, file: str, first_row: int) -> NDArray:
             f"{file}, row {first_row + i + 1:,}, column {name!r}: missing value; remove or impute "
             "that row, then read the data again."
         )
-    return col.to_numpy(zero_copy_only=False)
+    return _float64_values(col)
+
+
+def _float64_values(col) -> NDArray[np.float64]:
+    """A null-free numeric Arrow array as float64, a view of its buffer when it is float64.
+
+    The buffer is read directly: ``Array.to_numpy`` would import pandas (0.6 s, once per
+    process: on every Dask worker). Other numeric types are cast first, unchecked, rounding
+    as NumPy's ``astype(float)`` does.
+    """
+    import pyarrow as pa
+
+    if not pa.types.is_float64(col.type):
+        try:
+            col = col.cast(pa.float64(), safe=False)
+        except pa.ArrowNotImplementedError:
+            return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
+    return np.frombuffer(col.buffers()[1], dtype=np.float64, count=len(col), offset=col.offset * 8)
 
 
 def _report_nonfinite(Z, names, file: str, first_row: int) -> None:

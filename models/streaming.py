@@ -37,9 +37,11 @@ from hyperbayes.models.sources import (
     DEFAULT_CHUNK_ROWS,
     Chunk,
     Columns,
+    Piece,
     ReadInfo,
     file_bytes,
     iter_chunks,
+    iter_piece_chunks,
     resolve,
     select_columns,
 )
@@ -52,6 +54,7 @@ __all__ = [
     "StreamResult",
     "StreamedData",
     "fold_of_rows",
+    "piece_statistics",
     "stream_data",
     "stream_statistics",
     "tree_merge",
@@ -192,10 +195,8 @@ def stream_statistics(
     t0 = time.perf_counter()
     fmt, files = resolve(path)
     columns = select_columns(fmt, files, target=target, features=features, fixed=fixed, weights=weights)
-    acc = StatsAccumulator(n_fixed_columns=len(columns.fixed), n_dense=len(columns.features),
-                           intercept=intercept, folds=folds, seed=seed)
-    for chunk in iter_chunks(fmt, files, columns, chunk_rows=chunk_rows):
-        acc.add(chunk.Z, chunk.weights, chunk.start)
+    acc = accumulate(iter_chunks(fmt, files, columns, chunk_rows=chunk_rows),
+                     _accumulator(columns, intercept=intercept, folds=folds, seed=seed))
     info = ReadInfo(str(path), fmt, len(files), acc.rows, acc.chunks, 1, file_bytes(files),
                     time.perf_counter() - t0, chunk_rows)
     out = acc.result(columns, info)
@@ -203,10 +204,27 @@ def stream_statistics(
     return out
 
 
+def piece_statistics(piece: Piece, columns: Columns, *, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                     intercept: bool = True, folds: int | None = None, seed: int = 0) -> StatsAccumulator:
+    """The pass of :func:`stream_statistics` over one :class:`Piece` of a Parquet data set.
+
+    The rows keep their numbers in the whole data set (``piece.start`` on), so the hashed
+    folds and the messages are those of the single pass; the accumulators of the pieces merge
+    (:meth:`StatsAccumulator.merge`, in any tree) into the statistics of all rows.
+    """
+    return accumulate(iter_piece_chunks(piece, columns, chunk_rows=chunk_rows),
+                      _accumulator(columns, intercept=intercept, folds=folds, seed=seed))
+
+
 def accumulate(chunks: Iterable[Chunk], acc: StatsAccumulator) -> StatsAccumulator:
     for chunk in chunks:
         acc.add(chunk.Z, chunk.weights, chunk.start)
     return acc
+
+
+def _accumulator(columns: Columns, *, intercept: bool, folds: int | None, seed: int) -> StatsAccumulator:
+    return StatsAccumulator(n_fixed_columns=len(columns.fixed), n_dense=len(columns.features),
+                            intercept=intercept, folds=folds, seed=seed)
 
 
 def _check_magnitudes(res: StreamResult) -> None:

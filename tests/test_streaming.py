@@ -237,6 +237,27 @@ def test_a_missing_column_in_one_file_and_a_corrupt_file_are_named(tmp_path, fra
         stream_data(f"{tmp_path}/nothing-*.parquet", target="y")
 
 
+def test_integer_boolean_and_float32_columns_are_read_as_float64(tmp_path, frame):
+    """Columns that are not float64 are cast (the float64 ones are read from their buffers)."""
+    rng = np.random.default_rng(8)
+    table = pa.table({
+        "k": pa.array(rng.integers(-(2**40), 2**40, N), pa.int64()),
+        "u": pa.array(rng.integers(0, 200, N), pa.uint8()),
+        "b": pa.array(rng.random(N) < 0.3),
+        "h": pa.array(frame["x0"].to_numpy(np.float32)),
+        "y": pa.array(frame["y"].to_numpy()),
+    })
+    pq.write_table(table, tmp_path / "types.parquet", row_group_size=300)
+    dense = np.column_stack([np.asarray(table[c].to_numpy(), dtype=np.float64) for c in "kubh"])
+    ref = FamilyStats.from_arrays(frame["y"].to_numpy(), dense=dense)
+    for chunk_rows in (7, 1000):
+        got = stream_statistics(tmp_path / "types.parquet", target="y", chunk_rows=chunk_rows)
+        assert got.columns.features == ("k", "u", "b", "h")
+        assert _rel(got.family.comoment, ref.comoment) < STREAM_RTOL
+        np.testing.assert_array_equal(got.lo, np.r_[dense.min(axis=0), frame["y"].min()])
+        np.testing.assert_array_equal(got.hi, np.r_[dense.max(axis=0), frame["y"].max()])
+
+
 def test_streamed_data_refuse_constant_columns_like_a_dataset(tmp_path, frame):
     df = frame.copy()
     df["x3"] = 2.5
@@ -245,11 +266,22 @@ def test_streamed_data_refuse_constant_columns_like_a_dataset(tmp_path, frame):
         stream_data(path, target="y").center()
 
 
-def test_dask_local_cluster_equals_in_memory(tmp_path, frame):
+@pytest.fixture(scope="module")
+def local_cluster():
+    """Two worker processes, one thread each (started once for the Dask tests of this file)."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def test_dask_local_cluster_equals_in_memory(tmp_path, frame, local_cluster):
     """Two worker processes, one thread each: partition statistics merged in a tree."""
     import dask.array as da
     import dask.dataframe as dd
-    from distributed import Client, LocalCluster
 
     from hyperbayes.models.dask_source import dask_data
 
@@ -257,13 +289,9 @@ def test_dask_local_cluster_equals_in_memory(tmp_path, frame):
     ref = SufficientStats.from_dataset(ref_data)
     path = _write(frame, tmp_path / "dask.parquet", "parquet")
     single = stream_data(path, target="y", folds=FOLDS)
-    with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
-        Client(cluster),
-    ):
-        from_frame = dask_data(dd.from_pandas(frame, npartitions=6), target="y", folds=FOLDS)
-        from_array = SufficientStats.from_dask(
-            da.from_array(frame.to_numpy(), chunks=(170, D + 1)), target=-1, intercept=True)
+    from_frame = dask_data(dd.from_pandas(frame, npartitions=6), target="y", folds=FOLDS)
+    from_array = SufficientStats.from_dask(
+        da.from_array(frame.to_numpy(), chunks=(170, D + 1)), target=-1, intercept=True)
     got, centering = from_frame.center()
     assert from_frame.reading.chunks == 6 and from_frame.n == N
     for stats in (got.stats, from_array):
@@ -271,6 +299,87 @@ def test_dask_local_cluster_equals_in_memory(tmp_path, frame):
         assert abs(stats.v - ref.v) / ref.v < STREAM_RTOL
     assert _rel(centering.x_mean, ref_centering.x_mean) < STREAM_RTOL
     assert [f.n for f in got.fold_stats] == [f.n for f in single.fold_stats]
+
+
+def _family_dir(tmp_path, name, sizes, *, seed=1):
+    """Parquet files of the given row counts (row groups of 64 rows): age, x0..x3, y, w."""
+    rng = np.random.default_rng(seed)
+    folder = tmp_path / name
+    folder.mkdir()
+    frames = []
+    for i, n in enumerate(sizes):
+        df = _frame(n=n, seed=seed + i)
+        df.insert(0, "age", rng.uniform(20, 60, n))
+        df["w"] = rng.uniform(0.5, 2.0, n)
+        _write(df, folder / f"part-{i}.parquet", "parquet", rows_per_group=64)
+        frames.append(df)
+    return folder, frames
+
+
+def test_dask_parquet_pieces_equal_the_single_stream(tmp_path, local_cluster):
+    """--dask on a local path: row-group pieces, each read by the streaming reader in a task."""
+    from hyperbayes.models.dask_source import parquet_statistics
+    from hyperbayes.models.sources import parquet_pieces, resolve, select_columns
+
+    folder, _ = _family_dir(tmp_path, "parts", [300, 0, 700])  # an empty file in the middle
+    kw = {"target": "y", "fixed": ("age",), "weights": "w", "folds": FOLDS, "seed": 3, "chunk_rows": 50}
+    single = stream_statistics(folder, **kw)
+    dist = parquet_statistics(folder, piece_rows=100, **kw)
+    assert (dist.info.format, dist.info.rows, dist.info.files, dist.info.passes) == ("dask", N, 3, 1)
+    assert "3 Parquet file(s) read by Dask workers" in dist.info.describe()
+    assert dist.columns == single.columns
+    pairs = list(zip([dist.family, *dist.folds], [single.family, *single.folds], strict=True))
+    for got, want in pairs:  # the totals and each hashed fold: the same rows, the same numbers
+        assert got.n_rows == want.n_rows
+        assert _rel(got.comoment, want.comoment) < STREAM_RTOL
+        assert _rel(got.mean, want.mean) < STREAM_RTOL
+        assert got.sum_log_omega == pytest.approx(want.sum_log_omega, rel=STREAM_RTOL)
+    np.testing.assert_array_equal(dist.lo, single.lo)
+    np.testing.assert_array_equal(dist.hi, single.hi)
+    # The pieces: whole row groups of >= 100 rows (3 x 128 + 44 in the first file, 5 x 128 +
+    # 60 in the last), numbered on from file to file.
+    fmt, files = resolve(folder)
+    pieces = list(parquet_pieces(files, select_columns(fmt, files, target="y"), min_rows=100))
+    assert [p.rows for p in pieces] == [128, 128, 44, 128, 128, 128, 128, 128, 60]
+    assert [p.start for p in pieces] == list(np.cumsum([0] + [p.rows for p in pieces[:-1]]))
+    assert [p.first_row for p in pieces[3:5]] == [0, 128] and pieces[3].row_groups == (0, 1)
+
+
+def test_dask_parquet_pieces_report_the_errors_of_the_single_stream(tmp_path, local_cluster):
+    """The earliest bad rows' message, word for word, whichever task fails first."""
+    from hyperbayes.models.dask_source import parquet_statistics
+
+    folder, frames = _family_dir(tmp_path, "bad", [200, 500, 300])
+    frames[1].loc[410, "x2"] = np.nan  # in the 4th piece of part-1
+    frames[1].loc[30, "x0"] = np.inf  # ... and an earlier one, in its 1st piece
+    frames[2].loc[5, "y"] = np.nan
+    for i in (1, 2):
+        _write(frames[i], folder / f"part-{i}.parquet", "parquet", rows_per_group=64)
+    (folder / "part-3.parquet").write_bytes(b"PAR1 this is not parquet at all PAR1")
+
+    def message(fn, path):
+        with pytest.raises(DataError) as err:
+            fn(path, target="y", weights="w", chunk_rows=50)
+        return str(err.value)
+
+    want = message(stream_statistics, folder)
+    assert "part-1.parquet, row 31, column 'x0': infinite value" in want
+    assert message(parquet_statistics, folder) == want
+    frames[1].loc[30, "x0"] = 1.0  # now the NaN at row 411 is the first
+    _write(frames[1], folder / "part-1.parquet", "parquet", rows_per_group=64)
+    assert "row 411, column 'x2'" in message(parquet_statistics, folder)
+    assert message(parquet_statistics, folder) == message(stream_statistics, folder)
+    frames[1].loc[410, "x2"] = frames[2].loc[5, "y"] = 1.0  # only the corrupt file is left
+    for i in (1, 2):
+        _write(frames[i], folder / f"part-{i}.parquet", "parquet", rows_per_group=64)
+    assert "part-3.parquet is not a readable Parquet file" in message(parquet_statistics, folder)
+    (folder / "part-3.parquet").unlink()
+    _write(frames[2].drop(columns="x1"), folder / "part-2.parquet", "parquet")
+    assert message(parquet_statistics, folder) == message(stream_statistics, folder)
+    assert "part-2.parquet has no column(s) ['x1']" in message(parquet_statistics, folder)
+    csv = _write(frames[0], tmp_path / "d.csv", "csv")
+    with pytest.raises(DataError, match="is CSV"):
+        parquet_statistics(csv, target="y")
 
 
 def test_streamed_data_is_what_the_methods_take(tmp_path, frame):

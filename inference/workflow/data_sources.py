@@ -11,8 +11,10 @@
 - a ``dask.dataframe`` / ``dask.array``: its partitions reduced on the active Dask scheduler.
 
 With ``dask=True`` (a ``LocalCluster`` on this machine) or ``scheduler=ADDRESS`` (an existing
-cluster) a Parquet path is read by Dask's workers instead (``dask.dataframe.read_parquet``;
-``s3://...`` works where the Dask install has the filesystem).
+cluster) a Parquet path is read by Dask's workers instead: a local one piece by piece with the
+streaming reader (:func:`~hyperbayes.models.dask_source.parquet_statistics`), one in object
+storage with ``dask.dataframe.read_parquet`` (``s3://...`` works where the Dask install has
+the filesystem).
 
 A family run (a formula, known standard errors, weights, a random intercept) needs the rows in
 memory and keeps text columns (the levels of a grouping factor): :func:`read_frame` reads one
@@ -115,14 +117,19 @@ def dask_client(*, dask: bool = False, scheduler: str | None = None):
 
 
 def _read_with_dask(path: str, *, target, folds, seed, dask, scheduler) -> StreamedData:
-    import dask.dataframe as dd
-
-    from hyperbayes.models.dask_source import dask_data
+    """A local Parquet data set: its pieces (row groups) read by the single-process reader in
+    Dask tasks; object storage (``s3://...``) or CSV: a ``dask.dataframe`` of it."""
+    from hyperbayes.models.dask_source import dask_data, parquet_data
 
     remote = "://" in path
-    files = [path] if remote else [str(p) for p in resolve(path)[1]]
-    csv = not remote and resolve(path)[0] == "csv"
-    frame = dd.read_csv(files, dtype="float64") if csv else dd.read_parquet(path if remote else files, split_row_groups=True)
+    fmt, files = ("parquet", []) if remote else resolve(path)
+    if not remote and fmt == "parquet":
+        with dask_client(dask=dask, scheduler=scheduler):
+            return parquet_data(path, target=target, folds=folds, seed=seed)
+    import dask.dataframe as dd
+
+    names = [str(p) for p in files]
+    frame = dd.read_parquet(path, split_row_groups=True) if remote else dd.read_csv(names, dtype="float64")
     with dask_client(dask=dask, scheduler=scheduler):
         return dask_data(frame, target=target, folds=folds, seed=seed, source=path)
 
