@@ -84,7 +84,7 @@ def read_data(
     text = os.fspath(data)
     if dask or scheduler:
         return _read_with_dask(text, target=target, folds=folds, seed=seed, dask=dask,
-                               scheduler=scheduler)
+                               scheduler=scheduler, chunk_rows=chunk_rows)
     fmt, files = resolve(text)
     if fmt == "csv" and chunk_rows is None and len(files) == 1 and files[0].stat().st_size <= STREAM_CSV_BYTES:
         try:
@@ -116,7 +116,7 @@ def dask_client(*, dask: bool = False, scheduler: str | None = None):
             yield client
 
 
-def _read_with_dask(path: str, *, target, folds, seed, dask, scheduler) -> StreamedData:
+def _read_with_dask(path: str, *, target, folds, seed, dask, scheduler, chunk_rows=None) -> StreamedData:
     """A local Parquet data set: its pieces (row groups) read by the single-process reader in
     Dask tasks; object storage (``s3://...``) or CSV: a ``dask.dataframe`` of it."""
     from hyperbayes.models.dask_source import dask_data, parquet_data
@@ -125,7 +125,8 @@ def _read_with_dask(path: str, *, target, folds, seed, dask, scheduler) -> Strea
     fmt, files = ("parquet", []) if remote else resolve(path)
     if not remote and fmt == "parquet":
         with dask_client(dask=dask, scheduler=scheduler):
-            return parquet_data(path, target=target, folds=folds, seed=seed)
+            return parquet_data(path, target=target, folds=folds, seed=seed,
+                                **({"chunk_rows": chunk_rows} if chunk_rows else {}))
     import dask.dataframe as dd
 
     names = [str(p) for p in files]
