@@ -72,6 +72,12 @@ def main() -> None:
     ap.add_argument("--features", type=int, default=20)
     ap.add_argument("--dir", default="/tmp")
     ap.add_argument("--skip-compare", action="store_true")
+    ap.add_argument("--data", help="an existing simulated Parquet file to use (kept) instead of "
+                    "writing one (hyperbayes simulate --rows N --features D --out FILE)")
+    ap.add_argument("--csv-rows", type=int, help="rows of the CSV comparison (default: a tenth of "
+                    "the rows, at most 10^7)")
+    ap.add_argument("--dask-frame", action="store_true", help="also time the dask.dataframe "
+                    "route (2-3x slower; on by default up to 2 x 10^7 rows)")
     args = ap.parse_args()
     from hyperbayes.models.sources import DEFAULT_CHUNK_ROWS
 
@@ -84,12 +90,21 @@ def main() -> None:
 
 
 def _run(args, work: Path, chunk: int) -> None:
-    path = work / "sim.parquet"
     print(f"uptime: {os.popen('uptime').read().strip()}")
-    t = time.perf_counter()
-    _child([HB, "simulate", "--rows", str(args.rows), "--features", str(args.features), "--out", str(path)])
-    size = path.stat().st_size
-    print(f"wrote {args.rows:,} x {args.features} + target: {size / 1e9:.2f} GB in {time.perf_counter() - t:.1f} s")
+    if args.data:
+        import pyarrow.parquet as pq
+
+        path = Path(args.data)
+        meta = pq.ParquetFile(path).metadata
+        args.rows, args.features = meta.num_rows, meta.num_columns - 1
+        print(f"using {path}: {args.rows:,} x {args.features} + target, "
+              f"{path.stat().st_size / 1e9:.2f} GB")
+    else:
+        path = work / "sim.parquet"
+        t = time.perf_counter()
+        _child([HB, "simulate", "--rows", str(args.rows), "--features", str(args.features), "--out", str(path)])
+        print(f"wrote {args.rows:,} x {args.features} + target: {path.stat().st_size / 1e9:.2f} GB in "
+              f"{time.perf_counter() - t:.1f} s")
 
     wall_floor, rss_floor, out = _child([PY, "-c", FLOOR, str(path), str(chunk)])
     floor = float(out.split()[1])
@@ -117,12 +132,12 @@ def _run(args, work: Path, chunk: int) -> None:
               f"({', '.join(f'{m} {v:.1f}' for m, v in methods.items() if v)}), peak RSS "
               f"{rss:,.0f} MB, run directory {run_bytes / 1e6:.1f} MB")
 
-    _dask_vs_stream(path, chunk)
-    _csv(work, args, chunk)
+    _dask_vs_stream(path, chunk, frame_route=args.dask_frame or args.rows <= 20_000_000)
+    _csv(work, path, args, chunk)
     print(f"uptime: {os.popen('uptime').read().strip()}")
 
 
-def _dask_vs_stream(path: Path, chunk: int) -> None:
+def _dask_vs_stream(path: Path, chunk: int, *, frame_route: bool) -> None:
     """The ``--dask`` pass (row-group pieces read by the streaming reader in Dask tasks) on a
     fresh LocalCluster, then again on the warm cluster next to a second single-process pass;
     and, for reference, the ``dask.dataframe`` route (``read_parquet`` + partition statistics)."""
@@ -150,25 +165,27 @@ def _dask_vs_stream(path: Path, chunk: int) -> None:
         t_first, dist = timed(lambda: parquet_statistics(path, target="y", chunk_rows=chunk))
         t_single2, _ = timed(lambda: stream_statistics(path, target="y", chunk_rows=chunk))
         t_warm, _ = timed(lambda: parquet_statistics(path, target="y", chunk_rows=chunk))
-        t_frame, frame = timed(lambda: dask_statistics(dd.read_parquet(str(path), split_row_groups=True),
-                                                       target="y"))
+        if frame_route:
+            t_frame, frame = timed(lambda: dask_statistics(
+                dd.read_parquet(str(path), split_row_groups=True), target="y"))
     print(f"Dask LocalCluster (2 processes x 1 thread), --dask route ({dist.info.chunks} row-group "
           f"chunks in tasks): first pass {t_first:.2f} s vs single-process stream {t_single:.2f} s: "
           f"{t_first / t_single:.2f}x; warm workers {t_warm:.2f} s vs {t_single2:.2f} s: "
           f"{t_warm / t_single2:.2f}x; statistics equal to {rel(dist, single):.1e} relative")
-    print(f"  dask.dataframe route (read_parquet, partition statistics): {t_frame:.2f} s, "
-          f"{t_frame / t_single2:.2f}x the warm single stream; equal to {rel(frame, single):.1e}")
+    if frame_route:
+        print(f"  dask.dataframe route (read_parquet, partition statistics): {t_frame:.2f} s, "
+              f"{t_frame / t_single2:.2f}x the warm single stream; equal to {rel(frame, single):.1e}")
 
 
-def _csv(work: Path, args, chunk: int) -> None:
+def _csv(work: Path, path: Path, args, chunk: int) -> None:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     from hyperbayes.models.streaming import stream_statistics
 
-    rows = max(1, args.rows // 10)
+    rows = args.csv_rows or max(1, min(args.rows // 10, 10_000_000))
     csv = work / "sim.csv"
-    pf = pq.ParquetFile(work / "sim.parquet")
+    pf = pq.ParquetFile(path)
     with pacsv.CSVWriter(csv, pf.schema_arrow) as writer:
         done = 0
         for batch in pf.iter_batches(batch_size=chunk):
