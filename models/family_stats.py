@@ -257,10 +257,11 @@ def _within(Z, codes, omega, means, w):
     k = Z.shape[1]
     W = np.zeros((k, k))
     S = np.zeros_like(means)
+    buffer = np.empty((min(BLOCK_ROWS, Z.shape[0]), k), order="F")  # one allocation, reused
     for start in range(0, Z.shape[0], BLOCK_ROWS):
         sl = slice(start, start + BLOCK_ROWS)
         cb = None if codes is None else codes[sl]
-        R = Z[sl] - (means[0] if codes is None else means[cb])
+        R = np.subtract(Z[sl], means[0] if codes is None else means[cb], out=buffer[: len(Z[sl])])
         ob = None if omega is None else omega[sl]
         W += (R if ob is None else R * ob[:, None]).T @ R
         S += _level_sums(R, cb, ob, means.shape[0])

@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 from hyperbayes.models.data import Centering
 from hyperbayes.models.data_checks import DataError, check_magnitudes
 from hyperbayes.models.family_stats import FamilyStats
+from hyperbayes.models.prefetch import prefetched
 from hyperbayes.models.sources import (
     DEFAULT_CHUNK_ROWS,
     Chunk,
@@ -195,7 +196,7 @@ def stream_statistics(
     t0 = time.perf_counter()
     fmt, files = resolve(path)
     columns = select_columns(fmt, files, target=target, features=features, fixed=fixed, weights=weights)
-    acc = accumulate(iter_chunks(fmt, files, columns, chunk_rows=chunk_rows),
+    acc = accumulate(prefetched(iter_chunks(fmt, files, columns, chunk_rows=chunk_rows)),
                      _accumulator(columns, intercept=intercept, folds=folds, seed=seed))
     info = ReadInfo(str(path), fmt, len(files), acc.rows, acc.chunks, 1, file_bytes(files),
                     time.perf_counter() - t0, chunk_rows)
