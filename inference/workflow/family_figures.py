@@ -161,7 +161,8 @@ def shrinkage_plot(source: Any):
         1, 2, figsize=(11.5, max(3.6, 0.32 * n_lv * (1 + 0.25 * len(estimates)) + 1.2)),
         gridspec_kw={"width_ratios": [1.7, 1]},
     )
-    rows = np.arange(n_lv)[::-1]
+    rows = np.empty(n_lv)
+    rows[np.argsort(raw, kind="stable")] = np.arange(n_lv)  # sorted by raw mean, largest on top
     series = [("raw", raw, None if se is None else _Z * np.asarray(se, float))]
     for name, e in estimates.items():
         mean = np.asarray(e["mean"], float)
