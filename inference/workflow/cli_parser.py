@@ -99,7 +99,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     noise.add_argument("--noise", type=float, help="known noise standard deviation delta")
     noise.add_argument("--learn-noise", action="store_true", help="learn delta (the default)")
     p.add_argument("--noise-prior", help="prior on delta when learned (default: halfnormal:sd(y))")
-    p.add_argument("--hyperprior", help="prior on sigma, e.g. halfnormal:1 (default: scaled to the data)")
+    p.add_argument("--hyperprior", help="prior on sigma (in a family run: on every learned group's "
+                   "scale), e.g. halfnormal:1 (default: scaled to the data)")
     p.add_argument("--ard", action="store_true", help="one sigma per feature where supported")
     p.add_argument("--seed", type=int, default=0, help="seed for every random step (default 0)")
     p.add_argument("--draws", type=int, help="draws per chain for the samplers")
