@@ -127,6 +127,34 @@ class FamilyStats:
         slo = 0.0 if omega is None else float(np.sum(np.log(omega)))
         return cls(nl, means, W, Z.shape[0], slo, p, d, bool(intercept), has_factor)
 
+    @classmethod
+    def from_columns(
+        cls,
+        columns,
+        *,
+        n_fixed_columns: int,
+        n_dense: int,
+        intercept: bool = True,
+    ) -> FamilyStats:
+        """:meth:`from_matrix` for unweighted rows with no factor, given as the K columns of Z
+        (1-D arrays of one length): the same statistics, computed from centred blocks of
+        ``BLOCK_ROWS`` rows built straight from the columns, so no n x K matrix is made."""
+        cols = [np.asarray(c, dtype=np.float64) for c in columns]
+        p, d = int(n_fixed_columns), int(n_dense)
+        if len(cols) != p + d + 1:
+            raise ValueError(f"need {p + d + 1} columns ([F', X, y]), got {len(cols)}.")
+        n = len(cols[0])
+        nl = np.array([float(n)])
+        means = np.array([[c.sum() for c in cols]]) / n if n else np.zeros((1, len(cols)))
+
+        def block(sl, out):
+            for j, c in enumerate(cols):
+                np.subtract(c[sl], means[0, j], out=out[:, j])
+            return out
+
+        W, means = _within_blocks(block, n, len(cols), means, nl)
+        return cls(nl, means, W, n, 0.0, p, d, bool(intercept), False)
+
     def merge(self, other: FamilyStats) -> FamilyStats:
         """Pool two chunks (the pairwise centred update; exact, and stable for large means)."""
         if (self.level_mean.shape != other.level_mean.shape or self.intercept != other.intercept
@@ -245,6 +273,22 @@ def _level_sums(Z, codes, omega, L):
         return (Z.sum(axis=0) if omega is None else omega @ Z)[None, :]
     wz = Z if omega is None else Z * omega[:, None]
     return np.column_stack([np.bincount(codes, weights=wz[:, j], minlength=L) for j in range(Z.shape[1])])
+
+
+def _within_blocks(block, n, k, means, w):
+    """:func:`_within` for one level and no weights, with ``block(slice, out)`` filling ``out``
+    with the rows of the slice minus the means."""
+    W = np.zeros((k, k))
+    S = np.zeros_like(means)
+    buffer = np.empty((min(BLOCK_ROWS, max(n, 1)), k), order="F")
+    for start in range(0, n, BLOCK_ROWS):
+        sl = slice(start, min(start + BLOCK_ROWS, n))
+        R = block(sl, buffer[: sl.stop - sl.start])
+        W += R.T @ R
+        S += R.sum(axis=0)
+    e = np.where(w[:, None] > 0, S / np.maximum(w[:, None], 1e-300), 0.0)
+    W -= (e * w[:, None]).T @ e
+    return W, means + e
 
 
 def _within(Z, codes, omega, means, w):

@@ -68,31 +68,56 @@ class Columns:
 
 @dataclass(frozen=True)
 class Chunk:
-    """One chunk of rows: Z (n x K, float64), the weights (or None), and where it came from."""
+    """One chunk of rows: Z (n x K, float64), the weights (or None), and where it came from.
 
-    Z: NDArray[np.float64]
+    A chunk decoded for a prefetched pass without weights holds its K columns (views of the
+    Arrow buffers) instead of Z: the consumer then builds only small centred blocks from them
+    (:meth:`FamilyStats.from_columns`), and :meth:`matrix` builds Z where one is needed (folds,
+    error messages).
+    """
+
+    Z: NDArray[np.float64] | None
     weights: NDArray[np.float64] | None
     file: str
     first_row: int  # 0-based row in its file
     start: int  # 0-based row in the whole source (all files in order)
     names: tuple[str, ...] = ()  # Z's columns, for messages
     pool: BufferPool | None = None  # where Z goes back once the chunk has been used
+    columns: tuple[NDArray[np.float64], ...] = ()  # set instead of Z (see above)
+
+    @property
+    def rows(self) -> int:
+        return self.Z.shape[0] if self.Z is not None else len(self.columns[0])
+
+    def matrix(self) -> NDArray[np.float64]:
+        """Z, built from the columns (into a pooled buffer) when the chunk holds columns."""
+        if self.Z is None:
+            k = len(self.columns)
+            Z = self.pool.take(self.rows, k) if self.pool is not None else np.empty((self.rows, k), order="F")
+            for j, col in enumerate(self.columns):
+                Z[:, j] = col
+            object.__setattr__(self, "Z", Z)
+        return self.Z
 
     def extremes(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Z's column minima and maxima; a NaN or an infinity shows in them (NaN propagates),
         and is then reported with its file, row and column (a DataError).
 
         Done by the consumer of a prefetched pass, not while decoding: the decoding thread is
-        the busier one (pyarrow's decode plus the copy into Z).
+        the busier one (pyarrow's decode).
         """
-        lo, hi = self.Z.min(axis=0), self.Z.max(axis=0)
+        if self.Z is None:
+            lo = np.array([col.min() for col in self.columns])
+            hi = np.array([col.max() for col in self.columns])
+        else:
+            lo, hi = self.Z.min(axis=0), self.Z.max(axis=0)
         if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
-            _report_nonfinite(self.Z, self.names, self.file, self.first_row)
+            _report_nonfinite(self.matrix(), self.names, self.file, self.first_row)
         return lo, hi
 
     def release(self) -> None:
         """Hand Z back to its pool for the next chunk (the caller is done with it)."""
-        if self.pool is not None:
+        if self.pool is not None and self.Z is not None:
             self.pool.give(self.Z)
 
 
@@ -227,7 +252,7 @@ def iter_chunks(fmt: str, files: Sequence[Path], columns: Columns, *, chunk_rows
         reader = _parquet_batches if fmt == "parquet" else _csv_batches
         for chunk in _chunks(reader(path, columns, chunk_rows), columns, str(path), 0, start, chunk_rows,
                              pool):
-            start += chunk.Z.shape[0]
+            start += chunk.rows
             yield chunk
 
 
@@ -379,6 +404,9 @@ def _decode(batch, columns: Columns, file: str, first_row: int, start: int,
             pool: BufferPool | None = None) -> Chunk:
     n = batch.num_rows
     names = columns.matrix
+    if pool is not None and not columns.weights:  # a prefetched pass: the consumer takes columns
+        cols = tuple(_column(batch, name, file, first_row) for name in names)
+        return Chunk(None, None, file, first_row, start, tuple(names), pool, cols)
     Z = pool.take(n, len(names)) if pool is not None else np.empty((n, len(names)), order="F")
     for j, name in enumerate(names):
         Z[:, j] = _column(batch, name, file, first_row)

@@ -142,6 +142,22 @@ class StatsAccumulator:
             if b > a:
                 self._merge(f, Zs[a:b], None if ws is None else ws[a:b])
 
+    def add_columns(self, columns, start: int, *, lo, hi) -> None:
+        """:meth:`add` for unweighted rows given as K columns, without folds: the statistics
+        from small centred blocks (:meth:`FamilyStats.from_columns`), no n x K matrix."""
+        if self.folds:
+            raise ValueError("add_columns has no folds; use add.")
+        n = len(columns[0])
+        if n == 0:
+            return
+        self.lo, self.hi = np.minimum(self.lo, lo), np.maximum(self.hi, hi)
+        self.rows += n
+        self.chunks += 1
+        part = FamilyStats.from_columns(columns, n_fixed_columns=self.p, n_dense=self.d,
+                                        intercept=self.intercept)
+        old = self._parts[0]
+        self._parts[0] = part if old is None else old.merge(part)
+
     def _merge(self, k: int, Z, w) -> None:
         part = FamilyStats.from_matrix(Z, n_fixed_columns=self.p, n_dense=self.d, weights=w,
                                        intercept=self.intercept)
@@ -228,7 +244,10 @@ def piece_statistics(piece: Piece, columns: Columns, *, chunk_rows: int = DEFAUL
 def accumulate(chunks: Iterable[Chunk], acc: StatsAccumulator) -> StatsAccumulator:
     for chunk in chunks:
         lo, hi = chunk.extremes()  # raises the located DataError for a NaN or an infinity
-        acc.add(chunk.Z, chunk.weights, chunk.start, lo=lo, hi=hi)
+        if chunk.Z is None and not acc.folds:
+            acc.add_columns(chunk.columns, chunk.start, lo=lo, hi=hi)
+        else:
+            acc.add(chunk.matrix(), chunk.weights, chunk.start, lo=lo, hi=hi)
         chunk.release()
     return acc
 

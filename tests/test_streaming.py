@@ -390,3 +390,18 @@ def test_streamed_data_is_what_the_methods_take(tmp_path, frame):
     assert data.fold_stats is None  # folds only when asked for (CV)
     with pytest.raises(RowsNotHeld, match="needs the folds"):
         cross_validation.cross_validate(data.center()[0])
+
+
+def test_statistics_from_columns_equal_those_from_the_matrix():
+    """The prefetched pass's column route (no n x K matrix) gives the same statistics,
+    bit for bit, including on data whose means dwarf their spread."""
+    from hyperbayes.models.family_stats import FamilyStats
+
+    rng = np.random.default_rng(5)
+    for n in (1, 7, 1000, 70_000):  # 70,000 > one block of rows
+        Z = np.asfortranarray(rng.normal(1e6, 1.0, size=(n, 5)))
+        a = FamilyStats.from_matrix(Z, n_fixed_columns=1, n_dense=3)
+        b = FamilyStats.from_columns([Z[:, j].copy() for j in range(5)], n_fixed_columns=1, n_dense=3)
+        np.testing.assert_array_equal(a.within, b.within)
+        np.testing.assert_array_equal(a.level_mean, b.level_mean)
+        assert (a.n_rows, a.level_weight.tolist()) == (b.n_rows, b.level_weight.tolist())
