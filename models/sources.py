@@ -281,13 +281,15 @@ def parquet_pieces(files: Sequence[Path], columns: Columns, *, min_rows: int) ->
                 first, start, group, run = first + run, start + run, [], 0
 
 
-def iter_piece_chunks(piece: Piece, columns: Columns, *, chunk_rows: int) -> Iterator[Chunk]:
-    """The chunks of one :class:`Piece` (at most ``chunk_rows`` rows each), validated."""
+def iter_piece_chunks(piece: Piece, columns: Columns, *, chunk_rows: int,
+                      pool: BufferPool | None = None) -> Iterator[Chunk]:
+    """The chunks of one :class:`Piece` (at most ``chunk_rows`` rows each), validated; ``pool``
+    as for :func:`iter_chunks`."""
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}.")
     path = Path(piece.file)
     batches = _parquet_batches(path, columns, chunk_rows, row_groups=piece.row_groups)
-    yield from _chunks(batches, columns, piece.file, piece.first_row, piece.start, chunk_rows)
+    yield from _chunks(batches, columns, piece.file, piece.first_row, piece.start, chunk_rows, pool)
 
 
 def _chunks(batches, columns: Columns, file: str, row: int, start: int, chunk_rows: int,

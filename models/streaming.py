@@ -237,7 +237,7 @@ def piece_statistics(piece: Piece, columns: Columns, *, chunk_rows: int = DEFAUL
     folds and the messages are those of the single pass; the accumulators of the pieces merge
     (:meth:`StatsAccumulator.merge`, in any tree) into the statistics of all rows.
     """
-    return accumulate(iter_piece_chunks(piece, columns, chunk_rows=chunk_rows),
+    return accumulate(iter_piece_chunks(piece, columns, chunk_rows=chunk_rows, pool=BufferPool()),
                       _accumulator(columns, intercept=intercept, folds=folds, seed=seed))
 
 
