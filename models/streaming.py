@@ -135,7 +135,11 @@ class StatsAccumulator:
         fold = fold_of_rows(start, n, self.folds, self.seed)
         order = np.argsort(fold, kind="stable")
         bounds = np.r_[0, np.cumsum(np.bincount(fold, minlength=self.folds))]
-        Zs = Z[order]
+        # Column by column into a Fortran-ordered matrix: Z[order] is C-ordered, twice as slow to
+        # gather and 2.7x as slow in the co-moment's blocks (2^19 x 21: 41 + 80 ms vs 21 + 29 ms).
+        Zs = np.empty(Z.shape, order="F")
+        for j in range(Z.shape[1]):
+            np.take(Z[:, j], order, out=Zs[:, j])
         ws = None if weights is None else weights[order]
         for f in range(self.folds):
             a, b = bounds[f], bounds[f + 1]
